@@ -1,0 +1,1 @@
+"""Downstream task heads for the OrthoFoundation encoder: registry, datasets, training, evaluation."""

@@ -1,0 +1,5 @@
+import sys
+
+from orthonode.cli import main
+
+sys.exit(main())

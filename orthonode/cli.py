@@ -1,0 +1,193 @@
+"""``orthonode`` command line: serve | worker | status | echo | send | retry | migrate | demo.
+
+Exit codes: 0 success, 1 operation failed, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from orthonode import __version__
+from orthonode.errors import OrthonodeError
+from orthonode.logging import configure as configure_logging
+from orthonode.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="orthonode", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--config", type=Path, help="TOML configuration file (ORTHONODE_* variables override it)")
+    p.add_argument("--version", action="version", version=f"orthonode {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="receive studies (SCP), complete and queue them; runs until SIGTERM")
+
+    w = sub.add_parser("worker", help="run a Celery worker that processes queued jobs")
+    w.add_argument("--concurrency", type=int, help="parallel jobs (default: worker_concurrency)")
+    w.add_argument("--pool", choices=["solo", "prefork", "threads"], help="default: worker_pool")
+
+    s = sub.add_parser("status", help="studies and jobs in the index")
+    s.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    s.add_argument("--limit", type=int, default=200)
+
+    for name, text in (("echo", "C-ECHO a DICOM peer"), ("send", "C-STORE files to a DICOM peer")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("host")
+        c.add_argument("port", type=int)
+        c.add_argument("--aet", default="ANY-SCP", help="called AE title (the peer's)")
+        c.add_argument("--calling-aet", help="our AE title (default: ae_title from the settings)")
+        c.add_argument("--timeout", type=float, default=30.0)
+        if name == "send":
+            c.add_argument(
+                "paths", nargs="+", type=Path, help="DICOM files or folders (searched recursively)"
+            )
+
+    r = sub.add_parser("retry", help="put a failed job back in the queue")
+    r.add_argument("job", type=int)
+
+    sub.add_parser("migrate", help="create or upgrade the index schema")
+
+    d = sub.add_parser("demo", help="show a study going through the node (temporary data directory)")
+    d.add_argument("--images", type=Path, help="folder of knee radiograph PNGs to build the study from")
+    d.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    return p
+
+
+def _status(settings: Settings, as_json: bool, limit: int) -> int:
+    from orthonode.index import repository
+    from orthonode.index.db import transaction
+    from orthonode.runtime import Runtime
+
+    rt = Runtime(settings)
+    try:
+        with transaction(rt.sessions) as session:
+            snap = repository.status_snapshot(session, limit=limit)
+    finally:
+        rt.close()
+    if as_json:
+        json.dump(snap, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{'STUDY UID':<64} {'VER':>3} {'INST':>5} {'STATE':<10} ANATOMY")
+    for st in snap["studies"]:
+        print(
+            f"{st['study_uid']:<64} {st['version']:>3} {st['instances']:>5} {st['state']:<10} {st['anatomy'] or '-'}"
+        )
+    print()
+    print(f"{'JOB':>5} {'STATE':<8} {'TRIES':>5}  STUDY UID / DETAIL")
+    for job in snap["jobs"]:
+        print(
+            f"{job['id']:>5} {job['state']:<8} {job['attempts']:>5}  {job['study_uid']} v{job['study_version']}"
+        )
+        if job["error"] or job["detail"]:
+            print(f"{'':>22}{job['error'] or job['detail']}")
+    return 0
+
+
+def _files(paths: Sequence[Path]) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise OrthonodeError(f"no such file or folder: {path}")
+    return out
+
+
+def _scu(args: argparse.Namespace, settings: Settings) -> int:
+    from orthonode.dicom.scu import Peer, echo, send_files
+
+    peer = Peer(args.host, args.port, args.aet, args.calling_aet or settings.ae_title)
+    if args.command == "echo":
+        code = echo(peer, args.timeout)
+        print("C-ECHO: " + ("no association" if code is None else f"status 0x{code:04X}"))
+        return 0 if code == 0 else 1
+    results = send_files(peer, _files(args.paths), args.timeout)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        status = "not sent" if r.status is None else f"0x{r.status:04X}"
+        print(f"FAILED {r.path}: {status} {r.comment}".rstrip())
+    print(f"sent {len(results) - len(failed)} of {len(results)} file(s)")
+    return 0 if not failed else 1
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from orthonode.worker import celery_app
+
+    app = celery_app.configure(settings)
+    import orthonode.worker.tasks  # noqa: F401 - registers the tasks
+
+    argv = [
+        "worker",
+        f"--loglevel={settings.log_level}",
+        f"--pool={args.pool or settings.worker_pool}",
+        f"--concurrency={args.concurrency or settings.worker_concurrency}",
+        f"--queues={celery_app.QUEUE}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if settings.broker_is_local:
+        argv.append("--without-heartbeat")
+    app.worker_main(argv)
+    return 0
+
+
+def _retry(settings: Settings, job_id: int) -> int:
+    from orthonode.index import repository
+    from orthonode.index.db import transaction
+    from orthonode.index.models import utcnow
+    from orthonode.runtime import Runtime
+
+    rt = Runtime(settings)
+    with transaction(rt.sessions) as session:
+        ok = repository.retry_job(session, job_id, utcnow())
+    rt.close()
+    print(f"job {job_id} " + ("re-queued" if ok else "is not in state 'failed'; nothing changed"))
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        configure_logging(settings.log_level)
+        if args.command == "serve":
+            from orthonode.service import serve
+
+            return serve(settings, args.config)
+        if args.command == "worker":
+            return _worker(args, settings)
+        if args.command == "status":
+            return _status(settings, args.json, args.limit)
+        if args.command in ("echo", "send"):
+            return _scu(args, settings)
+        if args.command == "retry":
+            return _retry(settings, args.job)
+        if args.command == "migrate":
+            from orthonode.runtime import Runtime
+
+            Runtime(settings).engine.dispose()
+            print("index schema is up to date")
+            return 0
+        if args.command == "demo":
+            from orthonode.demo import run_demo
+
+            return run_demo(images=args.images, keep=args.keep)
+    except OrthonodeError as exc:
+        print(f"orthonode: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

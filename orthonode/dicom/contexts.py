@@ -1,0 +1,93 @@
+"""What the node accepts on the wire: storage SOP classes, transfer syntaxes and the C-STORE statuses it
+answers with. The Conformance Statement (``orthonode conformance``) is generated from these constants.
+
+References: PS3.4 Annex B (Storage Service Class; statuses in Table B.2-1), PS3.5 Section 10 and Annex A
+(transfer syntaxes), PS3.6 Annex A (UID registry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+@dataclass(frozen=True)
+class StorageClass:
+    uid: str
+    name: str
+    image: bool  # an image IOD: Pixel Data (7FE0,0010) is Type 1
+
+
+STORAGE_CLASSES: tuple[StorageClass, ...] = (
+    StorageClass("1.2.840.10008.5.1.4.1.1.1", "Computed Radiography Image Storage", True),
+    StorageClass("1.2.840.10008.5.1.4.1.1.1.1", "Digital X-Ray Image Storage - For Presentation", True),
+    StorageClass("1.2.840.10008.5.1.4.1.1.1.1.1", "Digital X-Ray Image Storage - For Processing", True),
+    StorageClass("1.2.840.10008.5.1.4.1.1.4", "MR Image Storage", True),
+    StorageClass("1.2.840.10008.5.1.4.1.1.4.1", "Enhanced MR Image Storage", True),
+    StorageClass("1.2.840.10008.5.1.4.1.1.4.4", "Legacy Converted Enhanced MR Image Storage", True),
+    StorageClass("1.2.840.10008.5.1.4.1.1.2", "CT Image Storage", True),
+    StorageClass("1.2.840.10008.5.1.4.1.1.2.1", "Enhanced CT Image Storage", True),
+    StorageClass("1.2.840.10008.5.1.4.1.1.7", "Secondary Capture Image Storage", True),
+    StorageClass(
+        "1.2.840.10008.5.1.4.1.1.7.2", "Multi-frame Grayscale Byte Secondary Capture Image Storage", True
+    ),
+    StorageClass(
+        "1.2.840.10008.5.1.4.1.1.7.3", "Multi-frame Grayscale Word Secondary Capture Image Storage", True
+    ),
+    StorageClass("1.2.840.10008.5.1.4.1.1.88.11", "Basic Text SR Storage", False),
+    StorageClass("1.2.840.10008.5.1.4.1.1.88.22", "Enhanced SR Storage", False),
+    StorageClass("1.2.840.10008.5.1.4.1.1.88.33", "Comprehensive SR Storage", False),
+    StorageClass("1.2.840.10008.5.1.4.1.1.88.34", "Comprehensive 3D SR Storage", False),
+    StorageClass("1.2.840.10008.5.1.4.1.1.88.59", "Key Object Selection Document Storage", False),
+)
+STORAGE_BY_UID = {c.uid: c for c in STORAGE_CLASSES}
+
+# Every syntax here is decodable by the node (pydicom with GDCM, pylibjpeg-openjpeg, pyjpegls,
+# pylibjpeg-rle; 12-bit JPEG Extended through GDCM directly, see orthonode.inference.loading).
+UNCOMPRESSED_SYNTAXES: tuple[str, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+TRANSFER_SYNTAXES: tuple[str, ...] = (
+    *UNCOMPRESSED_SYNTAXES,
+    DeflatedExplicitVRLittleEndian,
+    RLELossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+)
+# Non-image objects (SR, KOS) are only ever encoded in the uncompressed syntaxes.
+NON_IMAGE_SYNTAXES: tuple[str, ...] = (*UNCOMPRESSED_SYNTAXES, DeflatedExplicitVRLittleEndian)
+
+
+class StoreStatus(IntEnum):
+    """C-STORE response statuses (PS3.4 Table B.2-1). Codes within a class name our reason."""
+
+    SUCCESS = 0x0000
+    OUT_OF_RESOURCES = 0xA700  # free disk below the watermark, or the index is unavailable: retry later
+    INSTANCE_TOO_LARGE = 0xA701  # over max_instance_bytes
+    STUDY_TOO_LARGE = 0xA702  # over max_instances_per_study
+    SOP_CLASS_MISMATCH = 0xA900  # dataset's SOP Class differs from the one negotiated / in the command
+    CANNOT_UNDERSTAND = 0xC210  # not parseable, truncated, or no Pixel Data in an image object
+    MISSING_IDENTIFIER = 0xC212  # a required UID (study, series, SOP class or instance) is absent
+    INVALID_UID = 0xC213  # a UID that is not a valid PS3.5 §9.1 UID
+    IDENTIFIER_MISMATCH = 0xC214  # SOP Instance UID in the dataset differs from the command's

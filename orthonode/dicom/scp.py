@@ -1,0 +1,137 @@
+"""The node's Application Entity: association policy, presentation contexts and the listening server.
+
+Association negotiation (PS3.8 §7.1): the called AE title must be ours, the calling AE title must be in
+``allowed_calling_aets`` when that list is set (otherwise A-ASSOCIATE-RJ "calling AE title not
+recognised"), at most ``max_associations`` at once, PDUs up to ``max_pdu``. Optional DICOM TLS per
+PS3.15 Annex B.9 (BCP 195 profile: TLS 1.2 or newer), with client certificates verified against a CA
+when configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import tempfile
+import threading
+import time
+from typing import Any
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from orthonode.dicom.contexts import NON_IMAGE_SYNTAXES, STORAGE_CLASSES, TRANSFER_SYNTAXES, VERIFICATION
+from orthonode.dicom.handlers import StoreHandlers
+from orthonode.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_ae(settings: Settings) -> AE:
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_associations = settings.max_associations
+    ae.maximum_pdu_size = settings.max_pdu
+    ae.acse_timeout = settings.acse_timeout
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.network_timeout = settings.network_timeout
+    ae.require_called_aet = True
+    if settings.allowed_calling_aets:
+        ae.require_calling_aet = list(settings.allowed_calling_aets)
+    ae.add_supported_context(VERIFICATION)
+    for storage in STORAGE_CLASSES:
+        ae.add_supported_context(
+            storage.uid, list(TRANSFER_SYNTAXES if storage.image else NON_IMAGE_SYNTAXES)
+        )
+    return ae
+
+
+def server_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    tls = settings.tls
+    if tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=str(tls.cert_file), keyfile=str(tls.key_file))
+    if tls.ca_file is not None:
+        context.load_verify_locations(cafile=str(tls.ca_file))
+        context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    return context
+
+
+def _log_rejections(event: Any) -> None:
+    rejected = [cx for cx in event.assoc.rejected_contexts]
+    if rejected:
+        names = sorted({str(cx.abstract_syntax) for cx in rejected})
+        log.warning(
+            "association from %s: %d presentation context(s) rejected (unsupported SOP class or transfer "
+            "syntax): %s",
+            event.assoc.requestor.ae_title,
+            len(rejected),
+            ", ".join(names)[:300],
+        )
+
+
+def _log_rejected_association(event: Any) -> None:
+    log.warning(
+        "association from %s@%s rejected (calling AE not allowed, called AE not ours, or too many)",
+        event.assoc.requestor.ae_title,
+        event.assoc.requestor.address,
+    )
+
+
+class StorageSCP:
+    """A running SCP in background threads; :meth:`stop` drains the associations in progress."""
+
+    def __init__(self, settings: Settings, handlers: StoreHandlers) -> None:
+        self.settings = settings
+        self.handlers = handlers
+        self.ae = build_ae(settings)
+        self._server: ThreadedAssociationServer | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("SCP not started")
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        # Received datasets stream to a file in the data directory's incoming/ folder instead of memory,
+        # so memory stays bounded by the PDU size and the final rename never crosses filesystems.
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        tempfile.tempdir = str(self.handlers.store.incoming)
+        handlers = [
+            (evt.EVT_C_ECHO, self.handlers.on_echo),
+            (evt.EVT_C_STORE, self.handlers.on_store),
+            (evt.EVT_ACCEPTED, _log_rejections),
+            (evt.EVT_REJECTED, _log_rejected_association),
+        ]
+        self._server = self.ae.start_server(
+            (self.settings.host, self.settings.port),
+            block=False,
+            evt_handlers=handlers,
+            ssl_context=server_tls_context(self.settings),
+        )
+        log.info(
+            "listening as %s on %s:%d%s",
+            self.settings.ae_title,
+            self.settings.host,
+            self.port,
+            " (TLS)" if self.settings.tls else "",
+        )
+
+    def active_associations(self) -> int:
+        return len(self._server.active_associations) if self._server is not None else 0
+
+    def stop(self, drain_seconds: float = 60.0) -> None:
+        """Stop accepting associations, let those in progress finish (bounded), then close."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        deadline = time.monotonic() + drain_seconds
+        threads = [t for t in server.active_associations if isinstance(t, threading.Thread)]
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = [t for t in threads if t.is_alive()]
+        for assoc in left:
+            assoc.abort()
+        log.info("SCP stopped (%d association(s) drained, %d aborted)", len(threads) - len(left), len(left))

@@ -1,0 +1,49 @@
+"""Logging set-up for the entry points (modules only call ``logging.getLogger(__name__)``).
+
+Every record carries ``job`` (the job id being worked on, from a context variable, or ``-``), so that all
+lines about one study's processing can be found together. Patient name, id and birth date are never
+logged by the node's own code; ``log_phi`` exists only for an operator debugging a site on purpose.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_current_job: ContextVar[str] = ContextVar("orthonode_job", default="-")
+FORMAT = "%(asctime)s %(levelname)-7s %(processName)s %(name)s [job %(job)s] %(message)s"
+
+
+class JobContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "job"):
+            record.job = _current_job.get()
+        return True
+
+
+@contextmanager
+def job_context(job_id: int | str) -> Iterator[None]:
+    token = _current_job.set(str(job_id))
+    try:
+        yield
+    finally:
+        _current_job.reset(token)
+
+
+def configure(level: str = "INFO") -> None:
+    """Configure the root logger once, for an entry point (CLI command, worker)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_orthonode", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(JobContextFilter())
+    handler._orthonode = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # pynetdicom logs every PDU at DEBUG and each association at INFO: keep it at WARNING unless debugging.
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

@@ -1,0 +1,93 @@
+"""``orthonode serve``: the SCP, the sweeper and (on the embedded default) a worker child, in one process
+tree, until SIGTERM. On SIGTERM the listening socket closes, associations in progress finish (bounded by
+the network timeout), the sweeper stops, the worker child finishes its current job, and the process
+exits 0."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from orthonode.completion.sweeper import Sweeper
+from orthonode.dicom.handlers import StoreHandlers
+from orthonode.dicom.scp import StorageSCP
+from orthonode.runtime import Runtime
+from orthonode.settings import Settings
+from orthonode.worker import celery_app
+
+log = logging.getLogger(__name__)
+
+
+def enqueue_job(job_id: int) -> None:
+    from orthonode.worker.tasks import process_study
+
+    process_study.apply_async(args=[job_id], queue=celery_app.QUEUE)
+
+
+class Node:
+    """The receiving node (SCP + sweeper) of one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.rt = Runtime(settings)
+        celery_app.configure(settings, self.rt)
+        self.scp = StorageSCP(settings, StoreHandlers(settings, self.rt.store, self.rt.sessions))
+        self.sweeper = Sweeper(self.rt, enqueue_job)
+
+    def start(self) -> None:
+        self.rt.engine  # noqa: B018 - open the index and migrate before accepting anything
+        stale = self.rt.store.sweep_incoming()
+        if stale:
+            log.info("removed %d unacknowledged partial file(s) from an earlier run", stale)
+        self.scp.start()
+        self.sweeper.start()
+
+    def stop(self) -> None:
+        self.scp.stop(drain_seconds=self.settings.network_timeout)
+        self.sweeper.stop()
+        self.rt.close()
+
+
+def _start_worker_child(config_file: Path | None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "orthonode"]
+    if config_file is not None:
+        cmd += ["--config", str(config_file)]
+    cmd += ["worker"]
+    log.info("starting the embedded worker: %s", " ".join(cmd))
+    return subprocess.Popen(cmd, env=os.environ.copy())
+
+
+def serve(settings: Settings, config_file: Path | None) -> int:
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    node = Node(settings)
+    node.start()
+    worker = _start_worker_child(config_file) if settings.runs_embedded_worker else None
+    try:
+        while not stop.wait(1.0):
+            if worker is not None and worker.poll() is not None:
+                log.error("embedded worker exited with %s; restarting it", worker.returncode)
+                worker = _start_worker_child(config_file)
+    finally:
+        node.stop()
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)  # Celery warm shutdown: finishes the job in hand
+            try:
+                worker.wait(timeout=max(30.0, settings.job_lease_seconds))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    log.info("stopped")
+    return 0
