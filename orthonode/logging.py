@@ -47,3 +47,4 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level)
     # pynetdicom logs every PDU at DEBUG and each association at INFO: keep it at WARNING unless debugging.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

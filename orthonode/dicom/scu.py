@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, _config
 from pynetdicom.presentation import build_context
 
@@ -66,10 +67,18 @@ def echo(peer: Peer, timeout: float = 30.0) -> int | None:
 
 
 def _contexts_for(files: Sequence[Path]) -> tuple[list, dict[Path, tuple[str, str]]]:  # type: ignore[type-arg]
+    """Presentation contexts for ``files``; files that are not DICOM Part 10 files are left out."""
     meta: dict[Path, tuple[str, str]] = {}
     wanted: dict[str, set[str]] = {}
     for path in files:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            log.warning("not sending %s: not a readable DICOM file (%s)", path, exc)
+            continue
+        if "SOPClassUID" not in ds or "TransferSyntaxUID" not in ds.file_meta:
+            log.warning("not sending %s: no SOP Class UID or Transfer Syntax UID", path)
+            continue
         sop_class = str(ds.SOPClassUID)
         syntax = str(ds.file_meta.TransferSyntaxUID)
         meta[path] = (sop_class, syntax)
@@ -97,7 +106,8 @@ def send_files(peer: Peer, files: Iterable[Path], timeout: float = 60.0) -> list
     assoc = _associate(ae, peer, contexts)
     if not assoc.is_established:  # type: ignore[attr-defined]
         return [SendResult(p, None, "association not established") for p in paths]
-    results = []
+    results = [SendResult(p, None, "not a DICOM file") for p in paths if p not in meta]
+    paths = [p for p in paths if p in meta]
     try:
         accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}  # type: ignore[attr-defined]
         for path in paths:
