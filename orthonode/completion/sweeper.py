@@ -136,7 +136,7 @@ class Sweeper:
             if not routing.routed:
                 repository.close_study(session, study, StudyState.NOT_ROUTED, routing.reason, now)
                 log.info(
-                    "study %s version %d complete, not routed: %s",
+                    "study %s version %d complete, %s",
                     study.study_uid,
                     study.version,
                     routing.reason,
