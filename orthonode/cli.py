@@ -130,7 +130,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         f"--loglevel={settings.log_level}",
         f"--pool={args.pool or settings.worker_pool}",
         f"--concurrency={args.concurrency or settings.worker_concurrency}",
-        f"--queues={celery_app.QUEUE}",
+        f"--queues={settings.queue_name}",
         "--without-gossip",
         "--without-mingle",
     ]

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def enqueue_job(job_id: int) -> None:
     from orthonode.worker.tasks import process_study
 
-    process_study.apply_async(args=[job_id], queue=celery_app.QUEUE)
+    process_study.apply_async(args=[job_id])  # to the configured queue (task_default_queue)
 
 
 class Node:

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     embedded_worker: bool | None = Field(
         default=None, description="serve starts a worker child; default: on when the broker is the local one"
     )
+    queue_name: str = Field(
+        default="orthonode.studies", pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Broker queue of the jobs"
+    )
     worker_concurrency: int = Field(default=1, ge=1, le=64)
     worker_pool: Literal["solo", "prefork", "threads"] = "solo"
     job_lease_seconds: float = Field(

@@ -360,7 +360,13 @@ def finish_job(session: Session, job_id: int, *, detail: str, now: datetime) -> 
 
 
 def fail_job(
-    session: Session, job_id: int, *, error: str, now: datetime, retry_after: timedelta | None, max_attempts: int
+    session: Session,
+    job_id: int,
+    *,
+    error: str,
+    now: datetime,
+    retry_after: timedelta | None,
+    max_attempts: int,
 ) -> str:
     """Record a failed attempt: back to PENDING (handed over again after ``retry_after``) while attempts
     remain and the error is transient (``retry_after`` given), else FAILED."""

@@ -19,7 +19,6 @@ from celery.signals import worker_process_init
 from orthonode.runtime import Runtime
 from orthonode.settings import Settings
 
-QUEUE = "orthonode.studies"
 PROCESS_STUDY = "orthonode.process_study"
 
 app = Celery("orthonode", include=["orthonode.worker.tasks"])
@@ -28,7 +27,6 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     task_ignore_result=True,
-    task_default_queue=QUEUE,
     task_serializer="json",
     accept_content=["json"],
     broker_connection_retry_on_startup=True,
@@ -44,7 +42,10 @@ def configure(settings: Settings, runtime: Runtime | None = None) -> Celery:
     """Point the app at the configured broker and give tasks their runtime."""
     global _runtime
     _runtime = runtime or Runtime(settings)
-    options: dict[str, Any] = {"broker_url": settings.effective_broker_url}
+    options: dict[str, Any] = {
+        "broker_url": settings.effective_broker_url,
+        "task_default_queue": settings.queue_name,
+    }
     if settings.broker_is_local:
         folder = settings.broker_dir
         for sub in ("queue", "processed", "control"):

@@ -1,0 +1,1 @@
+"""Inference: pixels from DICOM, the foundation encoder, task heads, and the pipeline that runs a job."""
