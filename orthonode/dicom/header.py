@@ -18,7 +18,6 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from orthonode.dicom.contexts import STORAGE_BY_UID, StoreStatus
 from orthonode.dicom.storage import is_valid_uid
@@ -150,7 +149,7 @@ def read_header(
             header = _extract(ds, values)
     except RejectedInstance:
         raise
-    except (InvalidDicomError, ValueError, TypeError, KeyError, IndexError, EOFError, OSError) as exc:
+    except Exception as exc:  # pydicom raises many kinds on hostile input; all mean "cannot parse"
         raise RejectedInstance(
             StoreStatus.CANNOT_UNDERSTAND,
             f"cannot parse dataset: {type(exc).__name__}: {exc}",

@@ -122,16 +122,23 @@ class StorageSCP:
         return len(self._server.active_associations) if self._server is not None else 0
 
     def stop(self, drain_seconds: float = 60.0) -> None:
-        """Stop accepting associations, let those in progress finish (bounded), then close."""
+        """Stop accepting associations, let established ones finish (bounded), abort the rest.
+
+        A connection that never sent an A-ASSOCIATE-RQ (a port probe, a load balancer's health check) is
+        not an association in progress and is not waited for.
+        """
         server, self._server = self._server, None
         if server is None:
             return
         server.shutdown()
         deadline = time.monotonic() + drain_seconds
-        threads = [t for t in server.active_associations if isinstance(t, threading.Thread)]
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        left = [t for t in threads if t.is_alive()]
+        assocs = [t for t in server.active_associations if isinstance(t, threading.Thread)]
+        drained = 0
+        for assoc in assocs:
+            if assoc.is_established:
+                assoc.join(max(0.0, deadline - time.monotonic()))
+                drained += not assoc.is_alive()
+        left = [a for a in assocs if a.is_alive()]
         for assoc in left:
             assoc.abort()
-        log.info("SCP stopped (%d association(s) drained, %d aborted)", len(threads) - len(left), len(left))
+        log.info("SCP stopped (%d association(s) drained, %d closed)", drained, len(left))

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydicom import dcmread
+from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, _config
 from support.dicom_factory import mr_series, new_study_uid, write_all
 
@@ -117,7 +119,12 @@ def test_bad_instance_gets_named_status_and_node_keeps_serving(
         ds.Rows, ds.Columns = 175, 200
     if breakage in ("truncated", "not_dicom"):
         raw = files[0].read_bytes()
-        bad.write_bytes(raw[: len(raw) - 777] if breakage == "truncated" else raw[:300] + b"\xff" * 64)
+        if breakage == "truncated":
+            bad.write_bytes(raw[: len(raw) - 777])
+        else:  # valid File Meta, then an element with a Value Representation that does not exist
+            meta = io.BytesIO()
+            write_file_meta_info(meta, ds.file_meta)
+            bad.write_bytes(b"\0" * 128 + b"DICM" + meta.getvalue() + b"\x08\x00\x16\x00ZZ\x04\x00abcd")
     else:
         ds.save_as(bad, enforce_file_format=True)
 
@@ -125,7 +132,8 @@ def test_bad_instance_gets_named_status_and_node_keeps_serving(
 
     assert status == expected, f"0x{status or 0:04X}"
     log = node.log_text()
-    assert f"refused 0x{expected:04X}: {reason}" in log
+    refusals = [line for line in log.splitlines() if f"refused 0x{expected:04X}: " in line]
+    assert len(refusals) == 1 and reason in refusals[0], log[-2000:]
     for forbidden in ("SYNTHETIC^KNEE", "SYNTH-"):  # no patient identifiers in logs
         assert forbidden not in log
     quarantined = _quarantined(node)
