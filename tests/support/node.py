@@ -120,9 +120,11 @@ class NodeProcess(_Process):
 
     args = ["serve"]
 
-    def __init__(self, workdir: Path, *, port: int | None = None, **settings: Any) -> None:
+    def __init__(
+        self, workdir: Path, *, port: int | None = None, data_dir: Path | None = None, **settings: Any
+    ) -> None:
         self.port = port or free_port()
-        self.data_dir = workdir / "data"
+        self.data_dir = data_dir or workdir / "data"
         self.ae_title = settings.get("ae_title", "ORTHONODE")
         super().__init__(workdir, node_env(self.data_dir, port=self.port, **settings), "serve")
 
