@@ -31,7 +31,7 @@ _CHUNK = 1 << 20
 
 
 def is_valid_uid(value: object) -> bool:
-    return isinstance(value, str) and len(value) <= 64 and _UID.match(value) is not None
+    return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
 
 
 def validate_uid(value: object, what: str = "UID") -> str:

@@ -1,6 +1,6 @@
 """A real PACS (Orthanc) routes studies to the node; each complete study version yields exactly one job.
 
-Studies are SYNTHETIC (tests/support/dicom_factory.py): a multi-series knee MRI with a localizer, and a
+Studies are SYNTHETIC (orthonode/peers/synthetic.py): a multi-series knee MRI with a localizer, and a
 bilateral knee radiograph study.
 """
 
@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from support.dcmtk import storescu
-from support.dicom_factory import mr_series, new_study_uid, radiograph, write_all
 from support.node import jobs_of, study_of
+
+from orthonode.peers.synthetic import mr_series, new_study_uid, radiograph, write_all
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from pynetdicom import AE, _config
-from support.dicom_factory import mr_series, new_study_uid, write_all
 from support.node import NodeProcess, jobs_of, study_of
+
+from orthonode.peers.synthetic import mr_series, new_study_uid, write_all
 
 pytestmark = pytest.mark.integration
 

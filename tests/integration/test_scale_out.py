@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 from support.dcmtk import storescu
-from support.dicom_factory import mr_series, new_study_uid, write_all
 from support.node import NodeProcess, WorkerProcess, jobs_of, study_of
 from support.services import redis_url
+
+from orthonode.peers.synthetic import mr_series, new_study_uid, write_all
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,10 @@ import pytest
 from pydicom import dcmread
 from support import services
 from support.dcmtk import StoreSCP, association_config, dciodvfy, echoscu, storescu
-from support.dicom_factory import (
+from support.ports import free_port, wait_for_port
+
+from orthonode.peers.orthanc import Orthanc, OrthancError
+from orthonode.peers.synthetic import (
     SYNTHETIC_COMMENT,
     SYNTHETIC_PATIENT_NAME,
     dataset_bytes,
@@ -21,8 +24,6 @@ from support.dicom_factory import (
     radiograph,
     write_all,
 )
-from support.orthanc import Orthanc, OrthancError
-from support.ports import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
 

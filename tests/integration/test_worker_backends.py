@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 from support.dcmtk import storescu
-from support.dicom_factory import new_study_uid, radiograph, write_all
 from support.node import WorkerProcess, jobs_of
 from support.services import rabbitmq_url, redis_url
+
+from orthonode.peers.synthetic import new_study_uid, radiograph, write_all
 
 pytestmark = pytest.mark.integration
 

@@ -2,11 +2,13 @@
 
 Modules:
 
-- ``support.ports``: free loopback ports and waiting for a listener.
+- ``support.ports``: free loopback ports and waiting for a listener (from ``orthonode.peers.ports``).
 - ``support.services``: availability of real services (PostgreSQL, Redis, RabbitMQ, binaries); a missing
   service skips the test locally and fails it in CI.
-- ``support.orthanc``: a real Orthanc (Debian package) as a subprocess on loopback, with REST helpers.
 - ``support.dcmtk``: wrappers around dcmtk's command-line tools, dicom3tools' ``dciodvfy`` and a
   ``storescp`` receiver.
-- ``support.dicom_factory``: builders of clearly labelled SYNTHETIC DICOM test data.
+- ``support.node``: ``orthonode serve`` and ``orthonode worker`` as real processes.
+
+The throw-away Orthanc and the SYNTHETIC study builders live in the package (``orthonode.peers``),
+because the demo and the benchmarks use them too.
 """

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -38,8 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from support.ports import LOOPBACK, free_port
-from support.services import require_binary
+from orthonode.peers.ports import LOOPBACK, free_port
 
 ORTHANC_BINARY = "Orthanc"
 ORTHANC_PACKAGE = "orthanc"
@@ -161,7 +161,9 @@ class Orthanc:
         """
         if self._process is not None:
             raise OrthancError("Orthanc is already running")
-        binary = require_binary(ORTHANC_BINARY, ORTHANC_PACKAGE)
+        binary = shutil.which(ORTHANC_BINARY)
+        if binary is None:
+            raise OrthancError(f"{ORTHANC_BINARY} not found: install the Debian package `{ORTHANC_PACKAGE}`")
         self.workdir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout
         error: OrthancError | None = None
