@@ -54,13 +54,26 @@ class Node:
         self.rt.close()
 
 
-def _start_worker_child(config_file: Path | None) -> subprocess.Popen[bytes]:
+def _start_worker_child(config_file: Path | None, *, quiet: bool = False) -> subprocess.Popen[bytes]:
+    """``orthonode worker`` as a child process with this process's configuration."""
     cmd = [sys.executable, "-m", "orthonode"]
     if config_file is not None:
         cmd += ["--config", str(config_file)]
     cmd += ["worker"]
     log.info("starting the embedded worker: %s", " ".join(cmd))
-    return subprocess.Popen(cmd, env=os.environ.copy())
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen(cmd, env=os.environ.copy(), stdout=out, stderr=out)
+
+
+def _stop_worker_child(worker: subprocess.Popen[bytes], timeout: float) -> None:
+    """Celery's warm shutdown (SIGTERM) lets the job in hand finish; SIGKILL after ``timeout``."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 def serve(settings: Settings, config_file: Path | None) -> int:
@@ -83,11 +96,7 @@ def serve(settings: Settings, config_file: Path | None) -> int:
                 worker = _start_worker_child(config_file)
     finally:
         node.stop()
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)  # Celery warm shutdown: finishes the job in hand
-            try:
-                worker.wait(timeout=max(30.0, settings.job_lease_seconds))
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        if worker is not None:
+            _stop_worker_child(worker, max(30.0, settings.job_lease_seconds))
     log.info("stopped")
     return 0

@@ -61,7 +61,8 @@ def _log_rejections(event: Any) -> None:
     rejected = [cx for cx in event.assoc.rejected_contexts]
     if rejected:
         names = sorted({str(cx.abstract_syntax) for cx in rejected})
-        log.warning(
+        # PACS routinely propose every storage class they know: this is normal, not a warning.
+        log.info(
             "association from %s: %d presentation context(s) rejected (unsupported SOP class or transfer "
             "syntax): %s",
             event.assoc.requestor.ae_title,

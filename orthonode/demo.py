@@ -1,0 +1,182 @@
+"""``orthonode demo``: a study going through the node, with nothing else running.
+
+It starts, in a temporary data directory: the node (SCP, sweeper, and its embedded worker process, as
+``orthonode serve`` does), and a throw-away Orthanc as the PACS when the Debian package is installed. It
+builds a bilateral knee radiograph study from real images (the Chen 2018 knee KL dataset, CC BY 4.0,
+derived from the OAI: ``../shared/data/knee_kl224/val`` beside a checkout, or ``--images DIR``), or a
+clearly labelled SYNTHETIC study when neither is there; the PACS sends it to the node by C-STORE, and the
+demo follows it through reception, completion, routing and the worker.
+
+The inference stage (encoder, task heads, Structured Report and Secondary Capture back to the PACS) is
+not built yet: the demo says so and shows no model output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from orthonode.index import repository
+from orthonode.index.db import transaction
+from orthonode.logging import configure as configure_logging
+from orthonode.peers.orthanc import Orthanc, OrthancError
+from orthonode.peers.ports import free_port
+from orthonode.peers.synthetic import knee_radiograph_from_png, new_study_uid, radiograph, write_all
+from orthonode.settings import load_settings
+
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "knee_kl224" / "val"
+TIMEOUT_S = 120.0
+
+
+def _say(text: str, start: float | None = None) -> None:
+    prefix = f"[{time.monotonic() - start:5.1f}s] " if start is not None else ""
+    print(prefix + text, flush=True)
+
+
+def pick_knee_pair(folder: Path) -> list[tuple[Path, str]]:
+    """Two PNGs of one patient, left and right (``{patient}{L|R}.png``, the dataset's naming), if any;
+    otherwise the first two PNGs, laterality from the name when it ends in L or R."""
+    pngs = sorted(folder.rglob("*.png"))
+    by_patient: dict[str, dict[str, Path]] = {}
+    for png in pngs:
+        side = png.stem[-1:].upper()
+        if side in ("L", "R"):
+            by_patient.setdefault(png.stem[:-1], {})[side] = png
+    for sides in by_patient.values():
+        if len(sides) == 2:
+            return [(sides["L"], "L"), (sides["R"], "R")]
+    return [(p, p.stem[-1:].upper() if p.stem[-1:].upper() in ("L", "R") else "L") for p in pngs[:2]]
+
+
+def build_study(images: Path | None, out: Path) -> tuple[str, list[Path], str]:
+    uid = new_study_uid()
+    folder = images or (DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else None)
+    pair = pick_knee_pair(folder) if folder is not None else []
+    if pair:
+        datasets = [
+            knee_radiograph_from_png(png, uid, side, series_number=i + 1)  # type: ignore[arg-type]
+            for i, (png, side) in enumerate(pair)
+        ]
+        names = ", ".join(f"{png.name} ({side})" for png, side in pair)
+        source = f"real knee radiographs {names} from {folder} (Chen 2018, CC BY 4.0, derived from the OAI)"
+    else:
+        datasets = [radiograph(uid, laterality="L", seed=1), radiograph(uid, laterality="R", seed=2)]
+        source = "SYNTHETIC knee radiographs (no real images found; pass --images DIR of knee PNGs)"
+    return uid, write_all(datasets, out), source
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: v for k, v in os.environ.items() if k.startswith("ORTHONODE_")}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key in values:
+            os.environ.pop(key, None)
+        os.environ.update(saved)
+
+
+def run_demo(images: Path | None = None, keep: bool = False) -> int:
+    from orthonode.dicom.scu import Peer, send_files
+    from orthonode.service import Node, _start_worker_child, _stop_worker_child
+
+    workdir = Path(tempfile.mkdtemp(prefix="orthonode-demo-"))
+    port = free_port()
+    env = {
+        "ORTHONODE_DATA_DIR": str(workdir / "node"),
+        "ORTHONODE_PORT": str(port),
+        "ORTHONODE_SERIES_QUIET_SECONDS": "1",
+        "ORTHONODE_STUDY_QUIET_SECONDS": "2",
+        "ORTHONODE_SWEEP_INTERVAL_SECONDS": "0.3",
+        "ORTHONODE_MIN_FREE_BYTES": "0",
+        "ORTHONODE_LOG_LEVEL": "WARNING",
+    }
+    _say("OrthoFoundation node demo -- research use only, not for diagnosis")
+    _say(f"data directory: {workdir}")
+    with _environment(env), ExitStack() as stack:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        node = Node(settings)
+        node.start()
+        stack.callback(node.stop)
+        worker = _start_worker_child(None, quiet=True)
+        stack.callback(_stop_worker_child, worker, 30.0)
+        _say(f"node {settings.ae_title} listening on 127.0.0.1:{port}, worker process {worker.pid} started")
+
+        uid, files, source = build_study(images, workdir / "study")
+        _say(f"study: {source}")
+        start = time.monotonic()
+        pacs = None
+        if shutil.which("Orthanc"):
+            try:
+                pacs = stack.enter_context(Orthanc(workdir / "orthanc"))
+            except OrthancError as exc:
+                _say(f"Orthanc did not start ({exc}); sending directly instead")
+        if pacs is not None:
+            pacs.add_modality("orthonode", settings.ae_title, "127.0.0.1", port)
+            pacs.upload_all(files)
+            _say(f"PACS: a throw-away Orthanc (DICOM port {pacs.dicom_port}) holds the study", start)
+            (orthanc_id,) = pacs.find_studies(uid)
+            pacs.store_to_modality("orthonode", [orthanc_id])
+            _say("PACS -> node: Orthanc sent the study by C-STORE", start)
+        else:
+            _say("Orthanc is not installed (apt-get install orthanc): sending with our own SCU", start)
+            results = send_files(Peer("127.0.0.1", port, settings.ae_title, "DEMOSCU"), files)
+            if not all(r.ok for r in results):
+                _say("the node refused the study: " + "; ".join(r.comment for r in results if not r.ok))
+                return 1
+        return _follow(node, uid, start, workdir, keep)
+
+
+def _follow(node: object, uid: str, start: float, workdir: Path, keep: bool) -> int:
+    from orthonode.service import Node
+
+    assert isinstance(node, Node)
+    seen: set[str] = set()
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        with transaction(node.rt.sessions) as session:
+            snap = repository.status_snapshot(session, limit=20)
+        study = next((s for s in snap["studies"] if s["study_uid"] == uid), None)
+        jobs = [j for j in snap["jobs"] if j["study_uid"] == uid]
+        events = []
+        if study is not None:
+            events.append(f"node: stored {study['instances']} instance(s) in {study['series']} series")
+            if study["state"] != "receiving":
+                events.append(f"node: study {study['state']} -- {study['reason']}")
+        for job in jobs:
+            events.append(
+                f"queue: job {job['id']} for study version {job['study_version']} is {job['state']}"
+            )
+        for event in events:
+            if event not in seen:
+                seen.add(event)
+                _say(event, start)
+        done = [j for j in jobs if j["state"] in ("done", "failed")]
+        if done or (study is not None and study["state"] in ("not_routed", "discarded")):
+            job = done[0] if done else None
+            if job is not None:
+                _say(f"worker: {job['detail'] or job['error']}", start)
+            _say("")
+            _say(
+                "Findings: none. The inference stage (foundation encoder, task heads, and the Structured Report"
+            )
+            _say(
+                "and Secondary Capture sent back to the PACS) is not built yet, so no model output is shown."
+            )
+            if keep:
+                _say(f"kept: {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+            return 0 if job is not None and job["state"] == "done" else 1
+        time.sleep(0.3)
+    _say(f"timed out after {TIMEOUT_S:.0f}s; data kept in {workdir}")
+    return 1
