@@ -77,13 +77,15 @@ def _status(settings: Settings, as_json: bool, limit: int) -> int:
     print(f"{'STUDY UID':<64} {'VER':>3} {'INST':>5} {'STATE':<10} ANATOMY")
     for st in snap["studies"]:
         print(
-            f"{st['study_uid']:<64} {st['version']:>3} {st['instances']:>5} {st['state']:<10} {st['anatomy'] or '-'}"
+            f"{st['study_uid']:<64} {st['version']:>3} {st['instances']:>5} {st['state']:<10} "
+            f"{st['anatomy'] or '-'}"
         )
     print()
     print(f"{'JOB':>5} {'STATE':<8} {'TRIES':>5}  STUDY UID / DETAIL")
     for job in snap["jobs"]:
         print(
-            f"{job['id']:>5} {job['state']:<8} {job['attempts']:>5}  {job['study_uid']} v{job['study_version']}"
+            f"{job['id']:>5} {job['state']:<8} {job['attempts']:>5}  "
+            f"{job['study_uid']} v{job['study_version']}"
         )
         if job["error"] or job["detail"]:
             print(f"{'':>22}{job['error'] or job['detail']}")

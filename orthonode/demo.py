@@ -162,21 +162,17 @@ def _follow(node: object, uid: str, start: float, workdir: Path, keep: bool) -> 
                 _say(event, start)
         done = [j for j in jobs if j["state"] in ("done", "failed")]
         if done or (study is not None and study["state"] in ("not_routed", "discarded")):
-            job = done[0] if done else None
-            if job is not None:
-                _say(f"worker: {job['detail'] or job['error']}", start)
+            finished = done[0] if done else None
+            if finished is not None:
+                _say(f"worker: {finished['detail'] or finished['error']}", start)
             _say("")
-            _say(
-                "Findings: none. The inference stage (foundation encoder, task heads, and the Structured Report"
-            )
-            _say(
-                "and Secondary Capture sent back to the PACS) is not built yet, so no model output is shown."
-            )
+            _say("Findings: none. The inference stage (foundation encoder, task heads, and the Structured")
+            _say("Report and Secondary Capture sent back to the PACS) is not built yet: no model output.")
             if keep:
                 _say(f"kept: {workdir}")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
-            return 0 if job is not None and job["state"] == "done" else 1
+            return 0 if finished is not None and finished["state"] == "done" else 1
         time.sleep(0.3)
     _say(f"timed out after {TIMEOUT_S:.0f}s; data kept in {workdir}")
     return 1

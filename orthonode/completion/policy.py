@@ -86,7 +86,8 @@ def decide(study: StudyTiming, now: datetime, rules: CompletionRules) -> Decisio
     waiting = (
         f"{len(arriving)} series still arriving"
         if arriving
-        else f"study quiet for {study_quiet_for.total_seconds():.0f}s of {rules.study_quiet.total_seconds():g}s"
+        else f"study quiet for {study_quiet_for.total_seconds():.0f}s"
+        f" of {rules.study_quiet.total_seconds():g}s"
     )
     age = now - study.version_started_at
     if age < rules.force_after:

@@ -52,7 +52,9 @@ def series_facts(session: Session, series: Series) -> SeriesFacts:
         body_part=series.body_part,
         series_description=series.series_description,
         protocol_name=series.protocol_name,
-        anatomic_region_codes=tuple(tuple(c) for c in (series.anatomic_region or [])),  # type: ignore[misc]
+        anatomic_region_codes=tuple(
+            (str(c[0]), str(c[1]), str(c[2])) for c in (series.anatomic_region or [])
+        ),
         laterality=series.laterality,
         image_lateralities=repository.image_lateralities(session, series.id),
         image_orientation=tuple(series.image_orientation) if series.image_orientation else None,

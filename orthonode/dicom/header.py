@@ -163,7 +163,8 @@ def read_header(
     if affected_sop_class and header.sop_class_uid != affected_sop_class:
         raise RejectedInstance(
             StoreStatus.SOP_CLASS_MISMATCH,
-            f"SOP Class UID {header.sop_class_uid} in the dataset differs from {affected_sop_class} in the request",
+            f"SOP Class UID {header.sop_class_uid} in the dataset differs from {affected_sop_class} "
+            "in the request",
             quarantine=True,
         )
     if affected_sop_instance and header.sop_instance_uid != affected_sop_instance:

@@ -99,7 +99,7 @@ class StorageSCP:
         # so memory stays bounded by the PDU size and the final rename never crosses filesystems.
         _config.STORE_RECV_CHUNKED_DATASET = True
         tempfile.tempdir = str(self.handlers.store.incoming)
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_C_ECHO, self.handlers.on_echo),
             (evt.EVT_C_STORE, self.handlers.on_store),
             (evt.EVT_ACCEPTED, _log_rejections),

@@ -15,7 +15,8 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, _config
-from pynetdicom.presentation import build_context
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext, build_context
 
 from orthonode.dicom.contexts import UNCOMPRESSED_SYNTAXES, VERIFICATION
 
@@ -48,7 +49,7 @@ def _ae(peer: Peer, timeout: float) -> AE:
     return ae
 
 
-def _associate(ae: AE, peer: Peer, contexts: list) -> object:  # type: ignore[type-arg]
+def _associate(ae: AE, peer: Peer, contexts: list[PresentationContext]) -> Association:
     tls_args = (peer.tls, peer.host) if peer.tls is not None else None
     return ae.associate(peer.host, peer.port, contexts=contexts, ae_title=peer.ae_title, tls_args=tls_args)
 
@@ -57,16 +58,16 @@ def echo(peer: Peer, timeout: float = 30.0) -> int | None:
     """C-ECHO the peer; returns the status (0 = success) or None if no association."""
     ae = _ae(peer, timeout)
     assoc = _associate(ae, peer, [build_context(VERIFICATION)])
-    if not assoc.is_established:  # type: ignore[attr-defined]
+    if not assoc.is_established:
         return None
     try:
-        rsp = assoc.send_c_echo()  # type: ignore[attr-defined]
+        rsp = assoc.send_c_echo()
         return int(rsp.Status) if "Status" in rsp else None
     finally:
-        assoc.release()  # type: ignore[attr-defined]
+        assoc.release()
 
 
-def _contexts_for(files: Sequence[Path]) -> tuple[list, dict[Path, tuple[str, str]]]:  # type: ignore[type-arg]
+def _contexts_for(files: Sequence[Path]) -> tuple[list[PresentationContext], dict[Path, tuple[str, str]]]:
     """Presentation contexts for ``files``; files that are not DICOM Part 10 files are left out."""
     meta: dict[Path, tuple[str, str]] = {}
     wanted: dict[str, set[str]] = {}
@@ -104,12 +105,12 @@ def send_files(peer: Peer, files: Iterable[Path], timeout: float = 60.0) -> list
     _config.STORE_SEND_CHUNKED_DATASET = True
     ae = _ae(peer, timeout)
     assoc = _associate(ae, peer, contexts)
-    if not assoc.is_established:  # type: ignore[attr-defined]
+    if not assoc.is_established:
         return [SendResult(p, None, "association not established") for p in paths]
     results = [SendResult(p, None, "not a DICOM file") for p in paths if p not in meta]
     paths = [p for p in paths if p in meta]
     try:
-        accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}  # type: ignore[attr-defined]
+        accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
         for path in paths:
             if meta[path] not in accepted and not (
                 meta[path][1] in UNCOMPRESSED_SYNTAXES
@@ -117,13 +118,13 @@ def send_files(peer: Peer, files: Iterable[Path], timeout: float = 60.0) -> list
             ):
                 results.append(SendResult(path, None, "no accepted presentation context"))
                 continue
-            rsp = assoc.send_c_store(path)  # type: ignore[attr-defined]
+            rsp = assoc.send_c_store(path)
             code = int(rsp.Status) if "Status" in rsp else None
             results.append(SendResult(path, code, str(rsp.get("ErrorComment", "")) if code else ""))
-            if not assoc.is_established:  # type: ignore[attr-defined]
+            if not assoc.is_established:
                 results.extend(SendResult(p, None, "association lost") for p in paths[len(results) :])
                 break
     finally:
-        if assoc.is_established:  # type: ignore[attr-defined]
-            assoc.release()  # type: ignore[attr-defined]
+        if assoc.is_established:
+            assoc.release()
     return results

@@ -247,7 +247,7 @@ def image_lateralities(session: Session, series_id: int) -> tuple[str, ...]:
         .where(Instance.series_id == series_id, Instance.image_laterality.is_not(None))
         .distinct()
     )
-    return tuple(sorted(r[0] for r in rows))
+    return tuple(sorted(str(r[0]) for r in rows))
 
 
 def create_job(
