@@ -4,10 +4,9 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PIP     = $(VENV)/bin/pip
 STAMP   = $(VENV)/.installed
-# The CPU wheel of torch that the install step pins (see README "Install"), and timm without its
-# torchvision requirement (torchvision would replace that torch with another build).
+# The CPU wheel of torch that the install step pins (see README "Install"). pip must not replace it:
+# the check after the install fails loudly if something did.
 TORCH_SPEC ?= torch==2.13.0
-TIMM_SPEC ?= timm==1.0.31
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps demo test test-slow lint typecheck bench-ingest clean
@@ -16,9 +15,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet --no-deps "$(TIMM_SPEC)"
 	$(PIP) install --quiet -e ".[test]"
-	@$(PY) -c "import torch, timm; assert torch.__version__.split('+')[0] == '$(TORCH_SPEC)'.split('==')[1], torch.__version__" \
+	@$(PY) -c "import torch; assert torch.__version__.split('+')[0] == '$(TORCH_SPEC)'.split('==')[1], torch.__version__" \
 	  || (echo "torch was replaced by another build; see README 'Install'" && false)
 	touch $(STAMP)
 
