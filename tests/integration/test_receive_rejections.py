@@ -166,3 +166,29 @@ def test_same_instance_twice_is_a_no_op_and_changed_bytes_a_new_revision(
     stored = sorted((node.data_dir / "studies").rglob("*.dcm"))
     assert len(stored) == 2
     assert {dcmread(p).SOPInstanceUID for p in stored} == {ds.SOPInstanceUID}
+
+
+def test_below_the_free_disk_watermark_stores_are_refused_with_out_of_resources(
+    make_node: Any, files: list[Path]
+) -> None:
+    node = make_node(min_free_bytes=1 << 60, embedded_worker=False)  # more free space than any disk has
+    assert _send_raw(node, files[0]) == StoreStatus.OUT_OF_RESOURCES
+    assert "refused 0xA700: free disk space below the node's watermark" in node.log_text()
+    assert not list((node.data_dir / "studies").rglob("*.dcm"))
+    assert _echo(node)
+
+
+def test_associations_beyond_the_maximum_are_rejected(make_node: Any) -> None:
+    node = make_node(max_associations=1, embedded_worker=False)
+    ae = AE(ae_title="FIRST")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    first = ae.associate("127.0.0.1", node.port, ae_title=node.ae_title)
+    assert first.is_established
+    try:
+        second = AE(ae_title="SECOND")
+        second.add_requested_context("1.2.840.10008.1.1")
+        assoc = second.associate("127.0.0.1", node.port, ae_title=node.ae_title)
+        assert assoc.is_rejected
+    finally:
+        first.release()
+    assert _echo(node)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
-from support.ports import free_port, wait_for_port
+from support.ports import free_port
 
 START_TIMEOUT_S = 60.0
 
@@ -129,11 +129,15 @@ class NodeProcess(_Process):
         super().__init__(workdir, node_env(self.data_dir, port=self.port, **settings), "serve")
 
     def start(self) -> Self:
+        """Start and wait for the node's "listening" log line (not a TCP probe: a bare connection would
+        hold an association slot until the ARTIM timer expires)."""
+        offset = len(self.log_text())
         super().start()
-        try:
-            wait_for_port("127.0.0.1", self.port, timeout=START_TIMEOUT_S)
-        except TimeoutError as exc:
-            raise RuntimeError(f"node did not start listening; log:\n{self.log_text()[-4000:]}") from exc
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while f"listening as {self.ae_title} on 127.0.0.1:{self.port}" not in self.log_text()[offset:]:
+            if time.monotonic() > deadline or not self.running:
+                raise RuntimeError(f"node did not start listening; log:\n{self.log_text()[-4000:]}")
+            time.sleep(0.05)
         return self
 
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
