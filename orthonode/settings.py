@@ -208,7 +208,7 @@ def _unknown_env_keys(environ: dict[str, str]) -> list[str]:
     fields = set(Settings.model_fields)
     unknown = []
     for key in environ:
-        if key.startswith(ENV_PREFIX):
+        if key.upper().startswith(ENV_PREFIX):  # pydantic-settings matches names case-insensitively
             head = key[len(ENV_PREFIX) :].split("__", 1)[0].lower()
             if head not in fields:
                 unknown.append(key)

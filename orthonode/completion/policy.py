@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Literal
 
 ForceAction = Literal["proceed", "discard", "keep_waiting"]
+FORCE_ACTIONS: tuple[str, ...] = ("proceed", "discard", "keep_waiting")
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,9 @@ class CompletionRules:
         for name in ("series_quiet", "study_quiet", "force_after"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be positive")
-
-    @property
-    def earliest_decision(self) -> timedelta:
-        """No study can complete sooner than this after its last instance."""
-        return min(self.study_quiet, self.force_after)
+        if self.force_action not in FORCE_ACTIONS:
+            choices = ", ".join(FORCE_ACTIONS)
+            raise ValueError(f"force_action must be one of {choices}, not {self.force_action!r}")
 
 
 class Action(StrEnum):

@@ -351,28 +351,35 @@ def claim_job(session: Session, job_id: int, *, worker: str, now: datetime, leas
     return session.get(Job, job_id, populate_existing=True)
 
 
-def finish_job(session: Session, job_id: int, *, detail: str, now: datetime) -> None:
-    session.execute(
+def finish_job(session: Session, job_id: int, *, worker: str, detail: str, now: datetime) -> bool:
+    """Mark the job DONE if ``worker`` still holds it; False if its lease passed to another worker."""
+    result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == JobState.RUNNING)
+        .where(Job.id == job_id, Job.state == JobState.RUNNING, Job.worker == worker[:128])
         .values(state=JobState.DONE, detail=detail, finished_at=now, updated_at=now, lease_until=None)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def fail_job(
     session: Session,
     job_id: int,
     *,
+    worker: str,
     error: str,
     now: datetime,
     retry_after: timedelta | None,
     max_attempts: int,
 ) -> str:
     """Record a failed attempt: back to PENDING (handed over again after ``retry_after``) while attempts
-    remain and the error is transient (``retry_after`` given), else FAILED."""
+    remain and the error is transient (``retry_after`` given), else FAILED. Only the worker that holds
+    the job may do so: a worker whose lease expired and passed on leaves the job as it is (its state is
+    returned unchanged)."""
     job = session.get(Job, job_id, with_for_update=True)
     if job is None:
         return "missing"
+    if job.state != JobState.RUNNING or job.worker != worker[:128]:
+        return job.state
     job.error = error[:4000]
     job.updated_at = now
     job.lease_until = None

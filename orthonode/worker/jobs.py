@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import secrets
 import socket
 from datetime import timedelta
 from enum import StrEnum
@@ -34,17 +35,21 @@ class JobOutcome(StrEnum):
 
 def backoff(attempt: int, *, base: float = 10.0, cap: float = 900.0) -> timedelta:
     """Exponential backoff with full jitter: up to base * 2**(attempt-1), capped."""
-    return timedelta(seconds=random.uniform(0.5, 1.0) * min(cap, base * 2 ** max(0, attempt - 1)))
+    exponent = min(max(0, attempt - 1), 60)  # 2**60 s is past any cap: no overflow for huge counts
+    return timedelta(seconds=random.uniform(0.5, 1.0) * min(cap, base * 2.0**exponent))
 
 
 def run_job(rt: Runtime, job_id: int) -> JobOutcome:
     settings = rt.settings
+    # One identity per attempt: a stale attempt (its lease expired and passed on) can neither finish nor
+    # fail the job, even in the same process.
+    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     with job_context(job_id):
         with transaction(rt.sessions) as session:
             job = repository.claim_job(
                 session,
                 job_id,
-                worker=f"{socket.gethostname()}:{os.getpid()}",
+                worker=holder,
                 now=utcnow(),
                 lease=timedelta(seconds=settings.job_lease_seconds),
             )
@@ -56,22 +61,28 @@ def run_job(rt: Runtime, job_id: int) -> JobOutcome:
         try:
             detail = _work(rt, job_id)
         except TransientError as exc:
-            return _record_failure(rt, job_id, f"{exc}", backoff(attempt))
+            return _record_failure(rt, job_id, holder, f"{exc}", backoff(attempt))
         except Exception as exc:
             if not isinstance(exc, PermanentJobError):
                 log.exception("job failed with an unexpected error")
-            return _record_failure(rt, job_id, f"{type(exc).__name__}: {exc}", None)
+            return _record_failure(rt, job_id, holder, f"{type(exc).__name__}: {exc}", None)
         with transaction(rt.sessions) as session:
-            repository.finish_job(session, job_id, detail=detail, now=utcnow())
+            finished = repository.finish_job(session, job_id, worker=holder, detail=detail, now=utcnow())
+        if not finished:
+            log.warning("job finished after its lease had passed to another attempt; result discarded")
+            return JobOutcome.SKIPPED
         log.info("job done: %s", detail)
         return JobOutcome.DONE
 
 
-def _record_failure(rt: Runtime, job_id: int, error: str, retry_after: timedelta | None) -> JobOutcome:
+def _record_failure(
+    rt: Runtime, job_id: int, holder: str, error: str, retry_after: timedelta | None
+) -> JobOutcome:
     with transaction(rt.sessions) as session:
         state = repository.fail_job(
             session,
             job_id,
+            worker=holder,
             error=error,
             now=utcnow(),
             retry_after=retry_after,
@@ -82,8 +93,13 @@ def _record_failure(rt: Runtime, job_id: int, error: str, retry_after: timedelta
             "job will be retried in %.0fs: %s", retry_after.total_seconds() if retry_after else 0, error
         )
         return JobOutcome.RETRY
-    log.error("job failed: %s", error)
-    return JobOutcome.FAILED
+    if state == "failed":
+        log.error("job failed: %s", error)
+        return JobOutcome.FAILED
+    log.warning(
+        "attempt failed after its lease had passed to another attempt (%s); job left %s", error, state
+    )
+    return JobOutcome.SKIPPED
 
 
 def _work(rt: Runtime, job_id: int) -> str:
