@@ -87,8 +87,9 @@ def _orientation(ds: Dataset) -> tuple[float, ...] | None:
     return values if values is not None and len(values) == 6 else None
 
 
-def _check_encapsulated(path: Path, offset: int, size: int, little_endian: bool) -> None:
-    """Walk the items of encapsulated Pixel Data (PS3.5 A.4) up to its Sequence Delimitation Item."""
+def _check_encapsulated(path: Path, offset: int, size: int, little_endian: bool) -> int:
+    """Walk the items of encapsulated Pixel Data (PS3.5 A.4) up to its Sequence Delimitation Item;
+    returns the offset just after it."""
     order = "<" if little_endian else ">"
     with open(path, "rb") as fh:
         for _ in range(1 << 20):  # bounded: at most ~1M fragments
@@ -98,7 +99,7 @@ def _check_encapsulated(path: Path, offset: int, size: int, little_endian: bool)
                 break
             group, element, length = struct.unpack(order + "HHL", head)
             if (group, element) == (0xFFFE, 0xE0DD):
-                return
+                return offset + 8
             if (group, element) != (0xFFFE, 0xE000) or length == _UNDEFINED:
                 break
             offset += 8 + length
@@ -117,20 +118,32 @@ def _check_whole(ds: Dataset, path: Path, size: int, caught: list[warnings.Warni
             raise RejectedInstance(
                 StoreStatus.CANNOT_UNDERSTAND, f"truncated dataset: {message.message}", quarantine=True
             )
+    end: int | None = None  # where the last top-level element ends, when it is known
     for elem in ds._dict.values():  # raw (deferred) elements keep their offset and declared length
         if not isinstance(elem, RawDataElement):
+            end = None
             continue
-        if elem.length == _UNDEFINED and elem.tag == 0x7FE00010:
-            _check_encapsulated(path, elem.value_tell, size, elem.is_little_endian)
-        elif elem.length != _UNDEFINED:
-            end = elem.value_tell + elem.length
-            if end > size:
-                raise RejectedInstance(
-                    StoreStatus.CANNOT_UNDERSTAND,
-                    f"truncated dataset: element {elem.tag} declares {elem.length} bytes, "
-                    f"stream ends {end - size} bytes early",
-                    quarantine=True,
-                )
+        if elem.length == _UNDEFINED:
+            is_pixels = elem.tag == 0x7FE00010
+            end = (
+                _check_encapsulated(path, elem.value_tell, size, elem.is_little_endian) if is_pixels else None
+            )
+            continue
+        end = elem.value_tell + elem.length
+        if end > size:
+            raise RejectedInstance(
+                StoreStatus.CANNOT_UNDERSTAND,
+                f"truncated dataset: element {elem.tag} declares {elem.length} bytes, "
+                f"stream ends {end - size} bytes early",
+                quarantine=True,
+            )
+    # pydicom stops silently when fewer bytes than an element header (8) remain: a stream cut there.
+    if end is not None and 0 < size - end < 8:
+        raise RejectedInstance(
+            StoreStatus.CANNOT_UNDERSTAND,
+            f"truncated dataset: the stream ends {size - end} byte(s) into an element header",
+            quarantine=True,
+        )
 
 
 def read_header(
