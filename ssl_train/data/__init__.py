@@ -1,0 +1,50 @@
+"""Pretraining data: corpus scanner and manifest, per-modality intensity handling, the manifest dataset.
+
+* :mod:`ssl_train.data.scan` -- DICOM / NIfTI / PNG / JPEG folders to a manifest of 2-D images with hashed
+  patient keys and patient-level train / val splits.
+* :mod:`ssl_train.data.intensity` -- stored pixels to float32 ``[0, 1]`` (DICOM PS3.3 C.11 LUTs,
+  MONOCHROME1, per-volume percentile windows for MR, ``/255`` for 8-bit rasters).
+* :mod:`ssl_train.data.dataset` -- a torch ``Dataset`` of ``[1, H, W]`` tensors with a decoded-slice cache.
+"""
+
+from ssl_train.data.dataset import (
+    ImageTransform,
+    ManifestDataset,
+    SampleDecodeError,
+    decode_frames,
+    item_seed,
+)
+from ssl_train.data.scan import (
+    MANIFEST_COLUMNS,
+    ManifestRow,
+    ScanConfig,
+    ScanResult,
+    SkippedFile,
+    SliceSampling,
+    SplitLeakError,
+    assign_split,
+    read_manifest,
+    scan_corpus,
+    verify_patient_split,
+    write_manifest,
+)
+
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "ImageTransform",
+    "ManifestDataset",
+    "ManifestRow",
+    "SampleDecodeError",
+    "ScanConfig",
+    "ScanResult",
+    "SkippedFile",
+    "SliceSampling",
+    "SplitLeakError",
+    "assign_split",
+    "decode_frames",
+    "item_seed",
+    "read_manifest",
+    "scan_corpus",
+    "verify_patient_split",
+    "write_manifest",
+]
