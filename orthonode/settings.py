@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     max_instance_bytes: int = Field(default=2 << 30, ge=1024)
     min_free_bytes: int = Field(default=1 << 30, ge=0, description="Refuse C-STORE (0xA700) below this")
     max_instances_per_study: int = Field(default=20000, ge=1)
+    fast_transport: bool = Field(
+        default=True, description="Stream C-STORE data straight to disk (orthonode.dicom.transport)"
+    )
     acse_timeout: float = Field(default=30.0, gt=0)
     dimse_timeout: float = Field(default=60.0, gt=0)
     network_timeout: float = Field(default=60.0, gt=0)

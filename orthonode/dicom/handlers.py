@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orthonode.dicom.contexts import StoreStatus
 from orthonode.dicom.header import read_header
-from orthonode.dicom.storage import InstanceStore, hash_and_sync
+from orthonode.dicom.storage import InstanceStore, file_sha256
 from orthonode.errors import RejectedInstance
 from orthonode.index import repository
 from orthonode.index.db import transaction
@@ -36,6 +37,24 @@ def status(code: int, comment: str | None = None) -> Dataset:
     if comment:
         ds.ErrorComment = comment[:64]
     return ds
+
+
+def _known_sha256(known: tuple[Future[str], int] | None, size: int) -> str | None:
+    """The digest computed while the file arrived, if it covers the file's ``size`` bytes."""
+    if known is None or known[1] != size:
+        return None
+    try:
+        return known[0].result()
+    except Exception:  # the transfer's hashing failed: the handler reads the file instead
+        log.debug("no digest from the transfer", exc_info=True)
+        return None
+
+
+def _wait_quietly(future: Future[None]) -> None:
+    try:
+        future.result()
+    except Exception:  # the instance is refused anyway; its fsync error changes nothing
+        log.debug("fsync of a refused instance failed", exc_info=True)
 
 
 def _peer(event: Any) -> str:
@@ -109,12 +128,23 @@ class StoreHandlers:
                 quarantine=False,
             )
         request = event.request
-        header = read_header(
-            received,
-            affected_sop_class=str(request.AffectedSOPClassUID),
-            affected_sop_instance=str(request.AffectedSOPInstanceUID),
-        )
-        sha256, size = hash_and_sync(received)
+        # The file goes to stable storage on a helper thread while this one parses it; its SHA-256 was
+        # usually worked out while the bytes arrived (orthonode.dicom.scp), else it is read here.
+        known = self.store.received_digests.take(received)
+        synced = self.store.sync_async(received)
+        try:
+            header = read_header(
+                received,
+                affected_sop_class=str(request.AffectedSOPClassUID),
+                affected_sop_instance=str(request.AffectedSOPInstanceUID),
+            )
+            sha256 = _known_sha256(known, size)
+            if sha256 is None:
+                sha256, size = file_sha256(received)
+        except BaseException:
+            _wait_quietly(synced)  # before the file is quarantined or removed
+            raise
+        synced.result()  # durable now (an fsync error is raised here: answered Out of Resources)
         rel_path = self.store.relative_path(
             header.study_uid, header.series_uid, header.sop_instance_uid, sha256
         )

@@ -17,8 +17,9 @@ import time
 from typing import Any
 
 from pynetdicom import AE, _config, evt
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from orthonode.dicom import transport
 from orthonode.dicom.contexts import NON_IMAGE_SYNTAXES, STORAGE_CLASSES, TRANSFER_SYNTAXES, VERIFICATION
 from orthonode.dicom.handlers import StoreHandlers
 from orthonode.settings import Settings
@@ -105,12 +106,21 @@ class StorageSCP:
             (evt.EVT_ACCEPTED, _log_rejections),
             (evt.EVT_REJECTED, _log_rejected_association),
         ]
-        self._server = self.ae.start_server(
+        server = self.ae.make_server(
             (self.settings.host, self.settings.port),
-            block=False,
             evt_handlers=handlers,
             ssl_context=server_tls_context(self.settings),
+            server_class=ThreadedAssociationServer,
+            request_handler=(
+                transport.request_handler(self.handlers.store.received_digests)
+                if self.settings.fast_transport
+                else RequestHandler
+            ),
         )
+        thread = threading.Thread(target=server.serve_forever, name="orthonode-scp", daemon=True)
+        thread.start()
+        self.ae._servers.append(server)  # as AE.start_server does: AE.shutdown() and server.shutdown() use it
+        self._server = server
         log.info(
             "listening as %s on %s:%d%s",
             self.settings.ae_title,

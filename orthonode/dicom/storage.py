@@ -15,19 +15,27 @@ written, fsynced, renamed into place, and its directory fsynced before the index
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import re
 import secrets
 import shutil
+import sys
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from orthonode.errors import InvalidUID, StorageError
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 _CHUNK = 1 << 20
+_SYNC_THREADS = 8
+_DURABLE_DIRS_LIMIT = 100_000
 
 
 def is_valid_uid(value: object) -> bool:
@@ -50,17 +58,101 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def hash_and_sync(path: Path) -> tuple[str, int]:
-    """SHA-256 and size of ``path``, after forcing its content to stable storage."""
+def _load_sync_file_range() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start write-out of dirty pages in the range, do not wait
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing ``length`` bytes at ``offset`` of ``fd`` to disk now, without
+    waiting (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``; nothing elsewhere). Only a head start
+    for the fsync that follows: it guarantees nothing by itself."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+_sync_pool: ThreadPoolExecutor | None = None
+_sync_pool_lock = threading.Lock()
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_async(path: Path) -> Future[None]:
+    """Start forcing ``path``'s content to stable storage on a helper thread and return at once.
+
+    fsync waits on the disk with the GIL released, so the caller can parse and hash the file meanwhile;
+    it must wait on the returned future (which raises fsync's error) before relying on durability.
+    """
+    global _sync_pool
+    fd = os.open(path, os.O_RDWR)
+    try:
+        with _sync_pool_lock:
+            if _sync_pool is None:
+                _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="orthonode-fsync")
+            return _sync_pool.submit(_fsync_and_close, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of ``path`` (read in 1 MiB chunks; hashlib releases the GIL on each)."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb+") as fh:
+    with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)
-        fh.flush()
-        os.fsync(fh.fileno())
     return digest.hexdigest(), size
+
+
+def hash_and_sync(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of ``path``, after forcing its content to stable storage (the fsync runs
+    while the file is hashed)."""
+    synced = sync_async(path)
+    try:
+        result = file_sha256(path)
+    finally:
+        synced.result()
+    return result
+
+
+class ReceivedDigests:
+    """SHA-256 (as a future: it may still be computing) and size of received files, worked out by the
+    SCP's transport while the bytes arrived, for the C-STORE handler to take instead of reading the
+    file again. Bounded: an entry nobody takes (an association aborted between the last fragment and
+    its handler) is dropped oldest first."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._limit = limit
+        self._entries: OrderedDict[str, tuple[Future[str], int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, path: Path, sha256: Future[str], size: int) -> None:
+        with self._lock:
+            self._entries[str(path)] = (sha256, size)
+            while len(self._entries) > self._limit:
+                self._entries.popitem(last=False)
+
+    def take(self, path: Path) -> tuple[Future[str], int] | None:
+        with self._lock:
+            return self._entries.pop(str(path), None)
 
 
 @dataclass(frozen=True)
@@ -81,6 +173,10 @@ class InstanceStore:
         self.quarantine_dir = data_dir / "quarantine"
         for d in (self.incoming, self.studies, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self.received_digests = ReceivedDigests()
+        self._real_root = self.root.resolve()
+        self._durable_dirs: set[Path] = set()  # directories whose own entry this process made durable
+        self._durable_lock = threading.Lock()
 
     # -- layout -----------------------------------------------------------------------------------
     def relative_path(self, study_uid: str, series_uid: str, sop_uid: str, sha256: str) -> str:
@@ -112,15 +208,39 @@ class InstanceStore:
             fh.write(data)
         return path
 
+    def sync_async(self, path: Path) -> Future[None]:
+        return sync_async(path)
+
+    def _make_durable_dir(self, directory: Path) -> None:
+        """Create ``directory`` (and its missing parents under the data directory) so that its entry
+        survives a power cut: the parent of each directory not yet known durable is fsynced once per
+        process, so a later rename into ``directory`` needs only ``directory`` itself fsynced."""
+        chain: list[Path] = []
+        current = directory
+        while current != self._real_root and current.parent != current:
+            with self._durable_lock:
+                if current in self._durable_dirs:
+                    break
+            chain.append(current)
+            current = current.parent
+        for path in reversed(chain):
+            path.mkdir(exist_ok=True)
+            fsync_dir(path.parent)
+            with self._durable_lock:
+                if len(self._durable_dirs) >= _DURABLE_DIRS_LIMIT:
+                    self._durable_dirs.clear()  # forgetting only costs an extra fsync later
+                self._durable_dirs.add(path)
+
     def commit(self, src: Path, rel_path: str, sha256: str, size: int) -> StoredFile:
         """Move the received file ``src`` (already hashed and synced) to ``rel_path`` atomically.
 
         If the destination exists, its content has the same SOP Instance UID and hash prefix; it is
-        kept and ``src`` is removed.
+        kept and ``src`` is removed. After the rename the destination directory is fsynced; the
+        directories above it were made durable when they were created (:meth:`_make_durable_dir`).
         """
         dst = self.absolute(rel_path)
         try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            self._make_durable_dir(dst.parent)
             if dst.exists():
                 src.unlink(missing_ok=True)
                 return StoredFile(rel_path, sha256, size, already_present=True)
@@ -135,7 +255,6 @@ class InstanceStore:
                 tmp.replace(dst)
                 src.unlink(missing_ok=True)
             fsync_dir(dst.parent)
-            fsync_dir(dst.parent.parent)
         except OSError as exc:
             raise StorageError(f"cannot store {rel_path}: {exc}") from exc
         return StoredFile(rel_path, sha256, size, already_present=False)
@@ -145,15 +264,14 @@ class InstanceStore:
 
     def quarantine(self, src: Path, reason: str, context: dict[str, str]) -> Path:
         """Keep a rejected file with a reason file beside it; returns the quarantined path."""
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        base = self.quarantine_dir / f"{stamp}-{secrets.token_hex(4)}"
-        dst = base.with_suffix(".dcm")
+        name = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(4)}"
+        dst = self.quarantine_dir / f"{name}.dcm"
         try:
             src.replace(dst)
         except OSError:
             shutil.copyfile(src, dst)
         lines = [f"reason: {reason}", *(f"{k}: {v}" for k, v in sorted(context.items()))]
-        base.with_suffix(".reason.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (self.quarantine_dir / f"{name}.reason.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         return dst
 
     def sweep_incoming(self, older_than_seconds: float = 3600.0) -> int:

@@ -71,11 +71,15 @@ def test_all_shared_files_arrive_by_storescu_in_their_own_syntax_and_decode(
         assert np.array_equal(decode_pixels(kept[0]), decode_pixels(src)), src.name
 
 
-def test_all_shared_files_are_stored_bit_exactly(shared_data: Path, make_node: Any) -> None:
+@pytest.mark.parametrize("fast_transport", [True, False], ids=["streaming-transport", "stock-pynetdicom"])
+def test_all_shared_files_are_stored_bit_exactly(
+    shared_data: Path, make_node: Any, fast_transport: bool
+) -> None:
     """Sent as raw bytes (pynetdicom, no re-encoding; dcmtk pads odd-length values when it sends), the
-    dataset the node stores after its File Meta Information is byte for byte the one sent."""
+    dataset the node stores after its File Meta Information is byte for byte the one sent -- with the
+    node's streaming transport and with stock pynetdicom (``fast_transport = false``)."""
     sources = _shared_sources(shared_data)
-    node = make_node(embedded_worker=False)
+    node = make_node(embedded_worker=False, fast_transport=fast_transport, max_pdu=16384)
     results = send_files(Peer("127.0.0.1", node.port, node.ae_title, "RAWSCU"), sources)
     assert [r.status for r in results] == [0] * len(sources)
 

@@ -5,6 +5,7 @@ completes exactly once ("acknowledge only what is durable")."""
 from __future__ import annotations
 
 import hashlib
+import signal
 import sqlite3
 import threading
 import time
@@ -91,5 +92,32 @@ def test_sigkill_mid_transfer_loses_nothing_acknowledged(tmp_path: Path) -> None
         assert study is not None and (study["instances"], study["version"]) == (300, 1)
         time.sleep(2)
         assert len(jobs_of(node.status(), uid)) == 1
+    finally:
+        node.__exit__(None, None, None)
+
+
+def test_sigterm_mid_transfer_finishes_the_association_then_exits_0(tmp_path: Path) -> None:
+    """``orthonode serve`` on SIGTERM stops listening, lets the association in progress finish, exits 0."""
+    uid = new_study_uid()
+    files = write_all(mr_series(uid, n_slices=200, plane="sagittal", rows=128, cols=128), tmp_path / "study")
+    node = NodeProcess(tmp_path / "node", embedded_worker=False)
+    node.start()
+    try:
+        acked: list[str] = []
+        sender = threading.Thread(target=_send, args=(node.port, files, acked))
+        sender.start()
+        deadline = time.monotonic() + 60
+        while len(acked) < 20 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.proc.wait(120) == 0
+        sender.join(30)
+        assert len(acked) == 200  # every instance of the association in progress was acknowledged
+        db = sqlite3.connect(node.data_dir / "index.sqlite3")
+        (count,) = db.execute("SELECT count(*) FROM instances").fetchone()
+        db.close()
+        assert count == 200
+        assert "SCP stopped (1 association(s) drained, 0 closed)" in node.log_text()
     finally:
         node.__exit__(None, None, None)
