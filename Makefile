@@ -4,9 +4,12 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PIP     = $(VENV)/bin/pip
 STAMP   = $(VENV)/.installed
-# The CPU wheel of torch that the install step pins (see README "Install"). pip must not replace it:
-# the check after the install fails loudly if something did.
-TORCH_SPEC ?= torch==2.13.0
+# The torch + torchvision pair the install step pins (see README "The two commands"). timm's DINOv3 ViT
+# family imports torchvision at import time, and torchvision only loads beside the torch build it was made
+# for: this pair lies on the build machine's local wheel index, so the install downloads nothing. pip must
+# not replace it: the check after the install fails loudly if something did.
+TORCH_VERSION ?= 2.14.1
+TORCHVISION_VERSION ?= 0.29.1
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps demo test test-slow lint typecheck bench-ingest clean
@@ -14,9 +17,9 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)" "torchvision==$(TORCHVISION_VERSION)"
 	$(PIP) install --quiet -e ".[test]"
-	@$(PY) -c "import torch; assert torch.__version__.split('+')[0] == '$(TORCH_SPEC)'.split('==')[1], torch.__version__" \
+	@$(PY) -c "import torch, torchvision, timm; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)', torch.__version__" \
 	  || (echo "torch was replaced by another build; see README 'Install'" && false)
 	touch $(STAMP)
 
