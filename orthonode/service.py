@@ -30,6 +30,12 @@ def enqueue_job(job_id: int) -> None:
     process_study.apply_async(args=[job_id])  # to the configured queue (task_default_queue)
 
 
+def enqueue_delivery(job_id: int) -> None:
+    from orthonode.worker.tasks import deliver_results
+
+    deliver_results.apply_async(args=[job_id])
+
+
 class Node:
     """The receiving node (SCP + sweeper) of one process."""
 
@@ -38,7 +44,7 @@ class Node:
         self.rt = Runtime(settings)
         celery_app.configure(settings, self.rt)
         self.scp = StorageSCP(settings, StoreHandlers(settings, self.rt.store, self.rt.sessions))
-        self.sweeper = Sweeper(self.rt, enqueue_job)
+        self.sweeper = Sweeper(self.rt, enqueue_job, enqueue_delivery=enqueue_delivery)
 
     def start(self) -> None:
         self.rt.engine  # noqa: B018 - open the index and migrate before accepting anything

@@ -134,6 +134,24 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=5, ge=1)
     enqueue_retry_seconds: float = Field(default=10.0, gt=0)
 
+    # Inference (orthonode.inference): the encoder and the head bundles.
+    models_dir: Path | None = Field(
+        default=None,
+        description="Folder with encoder/ and heads/ (README 'Models'); default: the shipped model",
+    )
+    inference_batch_size: int = Field(default=16, ge=1, le=1024)
+    inference_autocast: Literal["off", "auto", "bf16"] = Field(
+        default="off", description="bf16 autocast of the encoder on CPUs with native bf16 ('auto')"
+    )
+    inference_threads: int | None = Field(default=None, ge=1, le=256, description="torch intra-op threads")
+
+    # Delivery of the results (orthonode.send).
+    delivery_max_attempts: int = Field(default=12, ge=1, description="Then FAILED until `orthonode retry`")
+    delivery_backoff_seconds: float = Field(default=10.0, gt=0, description="First retry delay; doubles")
+    delivery_backoff_cap_seconds: float = Field(default=900.0, gt=0)
+    delivery_lease_seconds: float = Field(default=300.0, gt=0, description="A silent send is retried after")
+    delivery_timeout_seconds: float = Field(default=60.0, gt=0, description="Network timeout of one send")
+
     # Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_phi: bool = Field(default=False, description="Allow patient identifiers in logs (off by default)")

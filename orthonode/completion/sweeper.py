@@ -84,9 +84,18 @@ def _summary(decision: RoutingDecision) -> tuple[str | None, str | None]:
 
 
 class Sweeper:
-    def __init__(self, rt: Runtime, enqueue: Enqueue, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        enqueue: Enqueue,
+        clock: Callable[[], datetime] = utcnow,
+        *,
+        enqueue_delivery: Enqueue | None = None,
+    ) -> None:
         self.rt = rt
         self.enqueue = enqueue
+        self.enqueue_delivery = enqueue_delivery
+        self._delivery_handed: dict[int, datetime] = {}  # job id -> last hand-over of its deliveries
         self.clock = clock
         self.rules = rules_from(rt.settings)
         self._stop = threading.Event()
@@ -94,7 +103,14 @@ class Sweeper:
 
     # -- one pass ---------------------------------------------------------------------------------
     def sweep_once(self) -> dict[str, int]:
-        counts = {"completed": 0, "not_routed": 0, "discarded": 0, "enqueued": 0, "expired": 0}
+        counts = {
+            "completed": 0,
+            "not_routed": 0,
+            "discarded": 0,
+            "enqueued": 0,
+            "expired": 0,
+            "deliveries": 0,
+        }
         now = self.clock()
         with transaction(self.rt.sessions) as session:
             candidates = repository.studies_to_check(
@@ -115,6 +131,7 @@ class Sweeper:
         for job_id in expired:
             log.warning("job %d: worker lease expired; it will run again", job_id)
         counts["expired"] = len(expired)
+        counts["deliveries"] = self.hand_over_deliveries()
         return counts
 
     def _decide_study(self, study_id: int) -> str | None:
@@ -181,6 +198,30 @@ class Sweeper:
                 with transaction(self.rt.sessions) as session:
                     repository.mark_enqueued(session, job_id, self.clock())
                 handed += 1
+        return handed
+
+    def hand_over_deliveries(self) -> int:
+        """Hand the jobs with due deliveries (retries, expired sends) to a worker; at most once per job per
+        ``enqueue_retry_seconds``, since a queued message may simply not have run yet. The claim in
+        orthonode.send.delivery makes a duplicate hand-over harmless."""
+        if self.enqueue_delivery is None:
+            return 0
+        now = self.clock()
+        with transaction(self.rt.sessions) as session:
+            due = repository.due_deliveries(session, now=now, limit=500)
+        recent = now - timedelta(seconds=self.rt.settings.enqueue_retry_seconds)
+        self._delivery_handed = {j: t for j, t in self._delivery_handed.items() if t > recent}
+        handed = 0
+        for job_id in sorted({job for _, job in due}):
+            if job_id in self._delivery_handed:
+                continue
+            try:
+                self.enqueue_delivery(job_id)
+            except Exception as exc:
+                log.warning("job %d: could not hand its deliveries to the broker (%s)", job_id, exc)
+                continue
+            self._delivery_handed[job_id] = now
+            handed += 1
         return handed
 
     # -- the loop ---------------------------------------------------------------------------------

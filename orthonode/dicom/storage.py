@@ -259,6 +259,29 @@ class InstanceStore:
             raise StorageError(f"cannot store {rel_path}: {exc}") from exc
         return StoredFile(rel_path, sha256, size, already_present=False)
 
+    def write_result(self, job_id: int, sop_uid: str, kind: str, data: bytes) -> str:
+        """Write one produced object (SR, SC) durably to ``results/<job>/<kind>-<SOP UID>.dcm``.
+
+        Written to a temporary name, fsynced, renamed, directory fsynced: a crash leaves either no file or
+        the whole file. Rewriting the same object replaces it (same name: same SOP Instance UID)."""
+        sop = validate_uid(sop_uid, "SOP Instance UID")
+        if not re.fullmatch(r"[a-z]{2,8}", kind):
+            raise ValueError(f"bad result kind {kind!r}")
+        rel_path = f"results/{int(job_id)}/{kind}-{sop}.dcm"
+        dst = self.absolute(rel_path)
+        try:
+            self._make_durable_dir(dst.parent)
+            tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}.part")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(dst)
+            fsync_dir(dst.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot write result {rel_path}: {exc}") from exc
+        return rel_path
+
     def remove(self, rel_path: str) -> None:
         self.absolute(rel_path).unlink(missing_ok=True)
 

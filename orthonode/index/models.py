@@ -60,9 +60,10 @@ class JobState(StrEnum):
 
 
 class DeliveryState(StrEnum):
-    PENDING = "pending"
-    SENT = "sent"
-    FAILED = "failed"
+    PENDING = "pending"  # due at next_attempt_at (or now); the sweeper hands it to a worker
+    SENDING = "sending"  # a worker holds its lease (holder, lease_until) and is sending
+    SENT = "sent"  # every result of the job was accepted by the destination
+    FAILED = "failed"  # attempts exhausted; `orthonode retry JOB` puts it back to PENDING
 
 
 class Base(DeclarativeBase):
@@ -203,3 +204,5 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column()
+    holder: Mapped[str | None] = mapped_column(String(128))  # the attempt sending it (see claim_delivery)
+    lease_until: Mapped[datetime | None] = mapped_column()

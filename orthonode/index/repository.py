@@ -27,6 +27,7 @@ from orthonode.dicom.storage import StoredFile
 from orthonode.errors import RejectedInstance
 from orthonode.index.models import (
     Delivery,
+    DeliveryState,
     Instance,
     Job,
     JobState,
@@ -483,6 +484,166 @@ def job_inputs(session: Session, job: Job) -> list[JobInput]:
 
 
 # --------------------------------------------------------------------------------------------------
+# Results and deliveries
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ResultRecord:
+    task: str
+    kind: str  # "sr" | "sc"
+    sop_instance_uid: str
+    series_uid: str
+    rel_path: str
+    summary: dict[str, Any] | None
+
+
+def job_results(session: Session, job_id: int) -> list[ResultRecord]:
+    rows = session.execute(select(Result).where(Result.job_id == job_id).order_by(Result.id)).scalars()
+    return [
+        ResultRecord(r.task, r.kind, r.sop_instance_uid, r.series_uid, r.rel_path or "", r.summary)
+        for r in rows
+    ]
+
+
+def record_results(
+    session: Session,
+    job_id: int,
+    *,
+    worker: str,
+    results: Sequence[ResultRecord],
+    destinations: Sequence[str],
+    now: datetime,
+) -> bool:
+    """Record a job's results and one PENDING delivery per destination, if ``worker`` still holds the job.
+
+    Called once, after the result files are durably on disk. The job row is locked first, so that a stale
+    attempt (its lease passed on) records nothing; a re-run of the same job finds the rows and keeps them
+    (the SOP Instance UIDs are derived from the study version, so they are the same anyway).
+    """
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None or job.state != JobState.RUNNING or job.worker != worker[:128]:
+        return False
+    existing = {(r.task, r.kind) for r in job_results(session, job_id)}
+    for r in results:
+        if (r.task, r.kind) in existing:
+            continue
+        session.add(
+            Result(
+                job_id=job_id,
+                task=r.task,
+                kind=r.kind,
+                sop_instance_uid=r.sop_instance_uid,
+                series_uid=r.series_uid,
+                rel_path=r.rel_path,
+                summary=r.summary,
+                created_at=now,
+            )
+        )
+    known = set(session.execute(select(Delivery.destination).where(Delivery.job_id == job_id)).scalars())
+    for name in destinations:
+        if name not in known:
+            session.add(
+                Delivery(job_id=job_id, destination=name, state=DeliveryState.PENDING, updated_at=now)
+            )
+    session.flush()
+    return True
+
+
+def due_deliveries(
+    session: Session, *, now: datetime, job_id: int | None = None, limit: int = 100
+) -> list[tuple[int, int]]:
+    """(delivery id, job id) of deliveries a worker should attempt now: PENDING and due, or SENDING with
+    an expired lease (the worker died mid-send); of one job if ``job_id`` is given."""
+    query = select(Delivery.id, Delivery.job_id)
+    if job_id is not None:
+        query = query.where(Delivery.job_id == job_id)
+    rows = session.execute(
+        query.where(
+            or_(
+                and_(
+                    Delivery.state == DeliveryState.PENDING,
+                    or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+                ),
+                and_(Delivery.state == DeliveryState.SENDING, Delivery.lease_until < now),
+            )
+        )
+        .order_by(Delivery.id)
+        .limit(limit)
+    ).all()
+    return [(int(d), int(j)) for d, j in rows]
+
+
+def claim_delivery(
+    session: Session, delivery_id: int, *, holder: str, now: datetime, lease: timedelta
+) -> Delivery | None:
+    """Take a due delivery for one sending attempt (conditional update: exactly one attempt wins)."""
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            or_(
+                and_(
+                    Delivery.state == DeliveryState.PENDING,
+                    or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+                ),
+                and_(Delivery.state == DeliveryState.SENDING, Delivery.lease_until < now),
+            ),
+        )
+        .values(
+            state=DeliveryState.SENDING,
+            attempts=Delivery.attempts + 1,
+            holder=holder[:128],
+            lease_until=now + lease,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.get(Delivery, delivery_id, populate_existing=True)
+
+
+def finish_delivery(
+    session: Session,
+    delivery_id: int,
+    *,
+    holder: str,
+    now: datetime,
+    error: str | None,
+    retry_after: timedelta | None,
+    max_attempts: int,
+) -> str | None:
+    """Record the attempt's outcome: SENT (no error), PENDING again after ``retry_after``, or FAILED when
+    the attempts are used up. Returns the new state, or None if ``holder`` no longer holds it."""
+    delivery = session.get(Delivery, delivery_id, with_for_update=True)
+    if delivery is None or delivery.state != DeliveryState.SENDING or delivery.holder != holder[:128]:
+        return None
+    delivery.updated_at = now
+    delivery.lease_until = None
+    if error is None:
+        delivery.state = DeliveryState.SENT
+        delivery.sent_at = now
+        delivery.last_error = None
+    elif retry_after is not None and delivery.attempts < max_attempts:
+        delivery.state = DeliveryState.PENDING
+        delivery.next_attempt_at = now + retry_after
+        delivery.last_error = error[:4000]
+    else:
+        delivery.state = DeliveryState.FAILED
+        delivery.last_error = error[:4000]
+    return delivery.state
+
+
+def retry_deliveries(session: Session, job_id: int, now: datetime) -> int:
+    """Operator action: FAILED deliveries of the job back to PENDING with a fresh attempt count."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.job_id == job_id, Delivery.state == DeliveryState.FAILED)
+        .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=None, updated_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------------
 # Status (operators, `orthonode status`)
 # --------------------------------------------------------------------------------------------------
 def status_snapshot(session: Session, *, limit: int = 200) -> dict[str, list[dict[str, Any]]]:
@@ -529,7 +690,14 @@ def status_snapshot(session: Session, *, limit: int = 200) -> dict[str, list[dic
             for j, uid in jobs
         ],
         "deliveries": [
-            {"job_id": d.job_id, "destination": d.destination, "state": d.state, "attempts": d.attempts}
+            {
+                "job_id": d.job_id,
+                "destination": d.destination,
+                "state": d.state,
+                "attempts": d.attempts,
+                "next_attempt_at": d.next_attempt_at.isoformat() if d.next_attempt_at else None,
+                "error": d.last_error,
+            }
             for d in deliveries
         ],
     }

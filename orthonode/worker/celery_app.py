@@ -20,6 +20,7 @@ from orthonode.runtime import Runtime
 from orthonode.settings import Settings
 
 PROCESS_STUDY = "orthonode.process_study"
+DELIVER_RESULTS = "orthonode.deliver_results"
 
 app = Celery("orthonode", include=["orthonode.worker.tasks"])
 app.conf.update(

@@ -218,11 +218,15 @@ class StoreSCP:
         ignore: bool = False,
         extra_args: Sequence[str] = (),
         start_timeout: float = 10.0,
+        port: int | None = None,
     ) -> None:
+        """``port``: listen there (e.g. to come back on the port a destination is configured with);
+        default a free one."""
         self.directory = Path(directory)
         self.aet = aet
         self.host = LOOPBACK
         self.port = 0
+        self._fixed_port = port
         self._unique_filenames = unique_filenames
         self._ignore = ignore
         self._extra_args = tuple(extra_args)
@@ -245,7 +249,7 @@ class StoreSCP:
         self.directory.mkdir(parents=True, exist_ok=True)
         last_error = ""
         for _ in range(MAX_START_ATTEMPTS):
-            port = free_port()
+            port = self._fixed_port or free_port()
             with open(self.log_path, "ab") as log:
                 process = subprocess.Popen(
                     self.command(port),

@@ -39,7 +39,7 @@ def engine(empty_url: str) -> Iterator[Engine]:
 
 
 def test_head_revision() -> None:
-    assert head_revision() == "0001"
+    assert head_revision() == "0002"
 
 
 def test_upgrade_empty_database_reaches_head(engine: Engine) -> None:
@@ -62,7 +62,7 @@ def test_upgrade_twice_is_a_no_op(engine: Engine) -> None:
     assert current_revision(engine) == head_revision()
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT study_uid FROM studies").scalars().all() == ["2.25.1"]
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0001"]
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0002"]
 
 
 def test_open_index_migrates(empty_url: str) -> None:

@@ -1,0 +1,71 @@
+"""What the inference pipeline hands to the report writers: one :class:`Finding` per task and side.
+
+These are plain values (no torch, no open files), so that the SR and SC writers (``orthonode.encode``) are
+tested without a model, and so that a finding can be stored in the index as JSON (:meth:`Finding.summary`).
+Coded concepts are ``pydicom.sr.coding.Code``; the project's own codes live in ``orthonode.encode.codes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydicom.sr.coding import Code
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """The algorithm, as TID 4019 Algorithm Identification and the Contributing Equipment name it."""
+
+    name: str  # e.g. "OrthoFoundation KL grade"; an untrained head says so in its name
+    version: str  # encoder + head versions, e.g. "enc 3f2a9c1d / head 1.0.0"
+    parameters: Mapping[str, str] = field(default_factory=dict)  # TID 4019 Algorithm Parameters
+    trained: bool = True  # False: random weights; every output carries "UNTRAINED" and is not a finding
+    manufacturer: str = "OrthoFoundation node"
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One stored instance a finding was computed from (referenced by the SR, copied from by the SC)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_uid: str
+    frame_number: int | None = None  # 1-based, for multi-frame sources
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One task's answer for one study side, e.g. "KL grade 2 (p = 0.61)" for the left knee."""
+
+    task: str  # task registry name, e.g. "kl_grade"
+    title: str  # human title, e.g. "Kellgren-Lawrence grade"
+    finding_site: Code  # anatomy, e.g. SCT 72696002 "Knee joint structure"
+    laterality: str | None  # "L", "R" or None (unpaired / unknown)
+    concept: Code  # the question, e.g. "Kellgren-Lawrence grade"
+    value: Code  # the answer, e.g. "Kellgren-Lawrence grade 2"
+    probability: float  # the model's probability of ``value``
+    probabilities: Mapping[str, float]  # every label's probability, label meaning -> p
+    sources: tuple[SourceImage, ...]  # every image the finding was computed from
+    model: ModelIdentity
+    key_source: SourceImage  # the image the key image shows
+    key_image: np.ndarray  # float32 [H, W] in [0, 1], display orientation, bone bright
+    heatmap: np.ndarray | None = None  # float32 [H, W] in [0, 1], same shape as key_image
+
+    def summary(self) -> dict[str, Any]:
+        """The finding as JSON-ready values (for the index and ``orthonode status``)."""
+        return {
+            "task": self.task,
+            "title": self.title,
+            "laterality": self.laterality,
+            "value": self.value.meaning,
+            "code": [self.value.value, self.value.scheme_designator],
+            "probability": round(float(self.probability), 4),
+            "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()},
+            "model": self.model.name,
+            "model_version": self.model.version,
+            "trained": self.model.trained,
+            "sources": [s.sop_instance_uid for s in self.sources],
+        }
