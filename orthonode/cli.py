@@ -48,8 +48,11 @@ def _parser() -> argparse.ArgumentParser:
                 "paths", nargs="+", type=Path, help="DICOM files or folders (searched recursively)"
             )
 
-    r = sub.add_parser("retry", help="put a failed job back in the queue")
+    r = sub.add_parser("retry", help="put a failed job, or its failed deliveries, back in the queue")
     r.add_argument("job", type=int)
+
+    m = sub.add_parser("models", help="the encoder and the task heads installed in models_dir")
+    m.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     sub.add_parser("migrate", help="create or upgrade the index schema")
 
@@ -150,10 +153,48 @@ def _retry(settings: Settings, job_id: int) -> int:
 
     rt = Runtime(settings)
     with transaction(rt.sessions) as session:
-        ok = repository.retry_job(session, job_id, utcnow())
+        job = repository.retry_job(session, job_id, utcnow())
+        deliveries = repository.retry_deliveries(session, job_id, utcnow())
     rt.close()
-    print(f"job {job_id} " + ("re-queued" if ok else "is not in state 'failed'; nothing changed"))
-    return 0 if ok else 1
+    if job:
+        print(f"job {job_id} re-queued")
+    if deliveries:
+        print(f"job {job_id}: {deliveries} failed deliver{'y' if deliveries == 1 else 'ies'} re-queued")
+    if not job and not deliveries:
+        print(f"job {job_id} has no failed job or delivery; nothing changed")
+    return 0 if job or deliveries else 1
+
+
+def _models(settings: Settings, as_json: bool) -> int:
+    from orthonode.inference import pipeline
+
+    root = pipeline.models_root(settings)
+    try:
+        models = pipeline.Models.load(root, settings)
+    except pipeline.NoModelInstalled as exc:
+        print(f"no model installed: {exc}", file=sys.stderr)
+        return 1
+    card = models.encoder.card
+    listing = {
+        "models_dir": str(root),
+        "encoder": {
+            "name": card.name,
+            "version": card.version,
+            "arch": card.arch,
+            "img_size": card.img_size,
+            "fingerprint": models.encoder.fingerprint,
+        },
+        "heads": models.describe(),
+    }
+    if as_json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    print(f"models: {root}")
+    print(f"encoder: {card.name} {card.version} ({card.arch}, {card.img_size} px)")
+    print(f"  fingerprint: {models.encoder.fingerprint}")
+    for line in models.describe() or ["(no head installed)"]:
+        print(f"  head: {line}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _scu(args, settings)
         if args.command == "retry":
             return _retry(settings, args.job)
+        if args.command == "models":
+            return _models(settings, args.json)
         if args.command == "migrate":
             from orthonode.runtime import Runtime
 

@@ -5,32 +5,42 @@ It starts, in a temporary data directory: the node (SCP, sweeper, and its embedd
 builds a bilateral knee radiograph study from real images (the Chen 2018 knee KL dataset, CC BY 4.0,
 derived from the OAI: ``../shared/data/knee_kl224/val`` beside a checkout, or ``--images DIR``), or a
 clearly labelled SYNTHETIC study when neither is there; the PACS sends it to the node by C-STORE, and the
-demo follows it through reception, completion, routing and the worker.
+demo follows it through reception, completion, routing, the worker (encoder and task heads) and the
+delivery of the Structured Report and Secondary Capture key images back to the PACS (or, without
+Orthanc, to a plain local Storage SCP). It then reads the findings back from the SR that arrived there
+and writes the key images as PNG.
 
-The inference stage (encoder, task heads, Structured Report and Secondary Capture back to the PACS) is
-not built yet: the demo says so and shows no model output.
+Models: the trained default model shipped in the package when there is one; otherwise a randomly
+initialised encoder and head whose names, SR and SC all say UNTRAINED -- the demo says so plainly and
+presents nothing as a finding.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from io import BytesIO
 from pathlib import Path
+
+from pydicom import dcmread
 
 from orthonode.index import repository
 from orthonode.index.db import transaction
 from orthonode.logging import configure as configure_logging
 from orthonode.peers.orthanc import Orthanc, OrthancError
 from orthonode.peers.ports import free_port
+from orthonode.peers.sink import StoreSink
 from orthonode.peers.synthetic import knee_radiograph_from_png, new_study_uid, radiograph, write_all
 from orthonode.settings import load_settings
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "knee_kl224" / "val"
-TIMEOUT_S = 120.0
+TIMEOUT_S = 180.0
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def _say(text: str, start: float | None = None) -> None:
@@ -89,19 +99,36 @@ def run_demo(images: Path | None = None, keep: bool = False) -> int:
     from orthonode.service import Node, _start_worker_child, _stop_worker_child
 
     workdir = Path(tempfile.mkdtemp(prefix="orthonode-demo-"))
+    output = Path(tempfile.mkdtemp(prefix="orthonode-demo-output-"))
     port = free_port()
-    env = {
-        "ORTHONODE_DATA_DIR": str(workdir / "node"),
-        "ORTHONODE_PORT": str(port),
-        "ORTHONODE_SERIES_QUIET_SECONDS": "1",
-        "ORTHONODE_STUDY_QUIET_SECONDS": "2",
-        "ORTHONODE_SWEEP_INTERVAL_SECONDS": "0.3",
-        "ORTHONODE_MIN_FREE_BYTES": "0",
-        "ORTHONODE_LOG_LEVEL": "WARNING",
-    }
     _say("OrthoFoundation node demo -- research use only, not for diagnosis")
     _say(f"data directory: {workdir}")
-    with _environment(env), ExitStack() as stack:
+    with ExitStack() as stack:
+        pacs: Orthanc | None = None
+        sink: StoreSink | None = None
+        if shutil.which("Orthanc"):
+            try:
+                pacs = stack.enter_context(Orthanc(workdir / "orthanc"))
+            except OrthancError as exc:
+                _say(f"Orthanc did not start ({exc}); using a plain local Storage SCP as the PACS")
+        if pacs is not None:
+            destination = {"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}
+        else:
+            sink = stack.enter_context(StoreSink(workdir / "pacs"))
+            destination = {"name": "pacs", "ae_title": sink.ae_title, "host": sink.host, "port": sink.port}
+        models_dir, trained = _models(workdir / "models")
+        env = {
+            "ORTHONODE_DATA_DIR": str(workdir / "node"),
+            "ORTHONODE_PORT": str(port),
+            "ORTHONODE_SERIES_QUIET_SECONDS": "1",
+            "ORTHONODE_STUDY_QUIET_SECONDS": "2",
+            "ORTHONODE_SWEEP_INTERVAL_SECONDS": "0.3",
+            "ORTHONODE_MIN_FREE_BYTES": "0",
+            "ORTHONODE_LOG_LEVEL": "WARNING",
+            "ORTHONODE_DESTINATIONS": json.dumps([destination]),
+            "ORTHONODE_MODELS_DIR": str(models_dir),
+        }
+        stack.enter_context(_environment(env))
         settings = load_settings()
         configure_logging(settings.log_level)
         node = Node(settings)
@@ -110,16 +137,15 @@ def run_demo(images: Path | None = None, keep: bool = False) -> int:
         worker = _start_worker_child(None, quiet=True)
         stack.callback(_stop_worker_child, worker, 30.0)
         _say(f"node {settings.ae_title} listening on 127.0.0.1:{port}, worker process {worker.pid} started")
+        if trained:
+            _say(f"model: the trained default model in {models_dir}")
+        else:
+            _say("model: NO TRAINED MODEL SHIPS YET. Running a randomly initialised encoder and KL head,")
+            _say("       labelled UNTRAINED in their names, the SR and the key images: not findings.")
 
         uid, files, source = build_study(images, workdir / "study")
         _say(f"study: {source}")
         start = time.monotonic()
-        pacs = None
-        if shutil.which("Orthanc"):
-            try:
-                pacs = stack.enter_context(Orthanc(workdir / "orthanc"))
-            except OrthancError as exc:
-                _say(f"Orthanc did not start ({exc}); sending directly instead")
         if pacs is not None:
             pacs.add_modality("orthonode", settings.ae_title, "127.0.0.1", port)
             pacs.upload_all(files)
@@ -133,10 +159,29 @@ def run_demo(images: Path | None = None, keep: bool = False) -> int:
             if not all(r.ok for r in results):
                 _say("the node refused the study: " + "; ".join(r.comment for r in results if not r.ok))
                 return 1
-        return _follow(node, uid, start, workdir, keep)
+        code = _follow(node, uid, start)
+        if code == 0:
+            code = _show_results(pacs, sink, uid, output, start)
+        if keep:
+            _say(f"kept: {workdir}")
+        else:
+            stack.callback(shutil.rmtree, workdir, True)
+        return code
 
 
-def _follow(node: object, uid: str, start: float, workdir: Path, keep: bool) -> int:
+def _models(folder: Path) -> tuple[Path, bool]:
+    """The packaged trained model if there is one, else an UNTRAINED random one written to ``folder``."""
+    from orthonode.inference.pipeline import PACKAGED_MODELS
+    from orthonode.inference.untrained import write_untrained_models
+
+    if (PACKAGED_MODELS / "encoder").is_dir():
+        return PACKAGED_MODELS, True
+    write_untrained_models(folder, tasks=("kl_grade",))
+    return folder, False
+
+
+def _follow(node: object, uid: str, start: float) -> int:
+    """Print the study's way through the node until its deliveries are all sent (or failed)."""
     from orthonode.service import Node
 
     assert isinstance(node, Node)
@@ -147,6 +192,8 @@ def _follow(node: object, uid: str, start: float, workdir: Path, keep: bool) -> 
             snap = repository.status_snapshot(session, limit=20)
         study = next((s for s in snap["studies"] if s["study_uid"] == uid), None)
         jobs = [j for j in snap["jobs"] if j["study_uid"] == uid]
+        job_ids = {j["id"] for j in jobs}
+        deliveries = [d for d in snap["deliveries"] if d["job_id"] in job_ids]
         events = []
         if study is not None:
             events.append(f"node: stored {study['instances']} instance(s) in {study['series']} series")
@@ -156,23 +203,57 @@ def _follow(node: object, uid: str, start: float, workdir: Path, keep: bool) -> 
             events.append(
                 f"queue: job {job['id']} for study version {job['study_version']} is {job['state']}"
             )
+            if job["state"] in ("done", "failed"):
+                events.append(f"worker: {job['detail'] or job['error']}")
+        for d in deliveries:
+            events.append(f"send: results to {d['destination']}: {d['state']}")
         for event in events:
             if event not in seen:
                 seen.add(event)
                 _say(event, start)
-        done = [j for j in jobs if j["state"] in ("done", "failed")]
-        if done or (study is not None and study["state"] in ("not_routed", "discarded")):
-            finished = done[0] if done else None
-            if finished is not None:
-                _say(f"worker: {finished['detail'] or finished['error']}", start)
-            _say("")
-            _say("Findings: none. The inference stage (foundation encoder, task heads, and the Structured")
-            _say("Report and Secondary Capture sent back to the PACS) is not built yet: no model output.")
-            if keep:
-                _say(f"kept: {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
-            return 0 if finished is not None and finished["state"] == "done" else 1
+        if study is not None and study["state"] in ("not_routed", "discarded"):
+            return 1
+        if any(j["state"] == "failed" for j in jobs):
+            return 1
+        done = [j for j in jobs if j["state"] == "done"]
+        if done and deliveries and all(d["state"] in ("sent", "failed") for d in deliveries):
+            return 0 if all(d["state"] == "sent" for d in deliveries) else 1
+        if done and not deliveries and (done[0]["detail"] or "").startswith("no report"):
+            return 1
         time.sleep(0.3)
-    _say(f"timed out after {TIMEOUT_S:.0f}s; data kept in {workdir}")
+    _say(f"timed out after {TIMEOUT_S:.0f}s")
     return 1
+
+
+def _show_results(pacs: Orthanc | None, sink: StoreSink | None, uid: str, output: Path, start: float) -> int:
+    """Read the SR and the key images back from the PACS, print the findings, write the PNGs."""
+    from orthonode.encode.sc import key_image_png
+    from orthonode.encode.sr import read_report
+
+    datasets = []
+    if pacs is not None:
+        for item in pacs.find_instances(uid):
+            data = pacs.instance_file(item["ID"])
+            datasets.append(dcmread(BytesIO(data)))
+    elif sink is not None:
+        datasets = [dcmread(path) for path in sink.files()]
+    reports = [ds for ds in datasets if ds.get("Modality") == "SR"]
+    images = [ds for ds in datasets if str(ds.get("SOPClassUID", "")) == SECONDARY_CAPTURE]
+    where = "Orthanc" if pacs is not None else "the local Storage SCP"
+    _say(f"PACS: {where} now holds {len(reports)} Structured Report(s) and {len(images)} key image(s)", start)
+    if not reports:
+        return 1
+    _say("")
+    _say("Read back from the SR at the PACS:")
+    for report in reports:
+        _say(f"  {report.get('SeriesDescription', '')}")
+        for item in read_report(report):
+            side = f" ({item['laterality']})" if item.get("laterality") else ""
+            probability = item.get("probability")
+            p = f", p = {probability:.2f}" if isinstance(probability, float) else ""
+            _say(f"  - {item['title']}{side}: {item['value']}{p}  [{item['model']}]")
+    for number, image in enumerate(images, start=1):
+        path = key_image_png(image, output / f"key-image-{number}.png")
+        _say(f"key image: {path}")
+    _say("Research use only. Not for diagnostic use.")
+    return 0

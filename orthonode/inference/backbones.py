@@ -14,7 +14,7 @@ are registered beside timm's own, with exactly the same block structure:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import timm
 from timm.models import register_model
@@ -35,8 +35,8 @@ ARCHITECTURES = (
 def _small_variant(pretrained: bool, overrides: dict[str, Any], kwargs: dict[str, Any]) -> Eva:
     if pretrained:
         raise ValueError("project-defined backbones have no hub weights; load a local checkpoint instead")
-    model: Eva = timm.create_model("vit_small_patch16_dinov3", pretrained=False, **{**overrides, **kwargs})
-    return model
+    model = timm.create_model("vit_small_patch16_dinov3", pretrained=False, **{**overrides, **kwargs})
+    return cast(Eva, model)
 
 
 @register_model
@@ -66,7 +66,7 @@ def create_backbone(
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown backbone {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    model: Eva = timm.create_model(
+    model = timm.create_model(
         arch,
         pretrained=False,
         num_classes=0,
@@ -76,4 +76,4 @@ def create_backbone(
         drop_path_rate=drop_path_rate,
         **kwargs,
     )
-    return model
+    return cast(Eva, model)

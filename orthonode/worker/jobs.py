@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import secrets
 import socket
 from datetime import timedelta
 from enum import StrEnum
+from pathlib import Path
 
+from pydicom import dcmread
+
+from orthonode.backoff import backoff
+from orthonode.encode.outputs import build_outputs
 from orthonode.errors import PermanentJobError, TransientError
 from orthonode.index import repository
 from orthonode.index.db import transaction
 from orthonode.index.models import Job, utcnow
+from orthonode.inference import pipeline
+from orthonode.inference.findings import Finding
 from orthonode.logging import job_context
 from orthonode.runtime import Runtime
+from orthonode.send import delivery
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +38,6 @@ class JobOutcome(StrEnum):
     SKIPPED = "skipped"  # another delivery holds or finished it
     RETRY = "retry"
     FAILED = "failed"
-
-
-def backoff(attempt: int, *, base: float = 10.0, cap: float = 900.0) -> timedelta:
-    """Exponential backoff with full jitter: up to base * 2**(attempt-1), capped."""
-    exponent = min(max(0, attempt - 1), 60)  # 2**60 s is past any cap: no overflow for huge counts
-    return timedelta(seconds=random.uniform(0.5, 1.0) * min(cap, base * 2.0**exponent))
 
 
 def run_job(rt: Runtime, job_id: int) -> JobOutcome:
@@ -59,7 +60,7 @@ def run_job(rt: Runtime, job_id: int) -> JobOutcome:
             attempt = job.attempts
         log.info("job started (attempt %d)", attempt)
         try:
-            detail = _work(rt, job_id)
+            detail = _work(rt, job_id, holder)
         except TransientError as exc:
             return _record_failure(rt, job_id, holder, f"{exc}", backoff(attempt))
         except Exception as exc:
@@ -72,7 +73,16 @@ def run_job(rt: Runtime, job_id: int) -> JobOutcome:
             log.warning("job finished after its lease had passed to another attempt; result discarded")
             return JobOutcome.SKIPPED
         log.info("job done: %s", detail)
+        _deliver_now(rt, job_id)
         return JobOutcome.DONE
+
+
+def _deliver_now(rt: Runtime, job_id: int) -> None:
+    """First delivery attempt right after the job; retries are the sweeper's (orthonode.send.delivery)."""
+    try:
+        delivery.deliver_job(rt, job_id)
+    except Exception:
+        log.exception("delivery attempt failed; the sweeper retries it")
 
 
 def _record_failure(
@@ -102,10 +112,13 @@ def _record_failure(
     return JobOutcome.SKIPPED
 
 
-def _work(rt: Runtime, job_id: int) -> str:
-    """Load the study version and check every instance is on disk ("received and ready").
+def _work(rt: Runtime, job_id: int, holder: str) -> str:
+    """Run the inference pipeline on the job's study version and record what it produced.
 
-    The inference pipeline (encoder, heads, SR/SC, delivery) plugs in here.
+    The result files are written durably first, then recorded in the index with one PENDING delivery per
+    destination (``repository.record_results``), in one transaction that only the lease holder can make.
+    A re-run of a job whose results are already recorded (a worker died after recording) produces nothing
+    new: the recorded objects are what gets delivered.
     """
     with transaction(rt.sessions) as session:
         job = session.get(Job, job_id)
@@ -113,9 +126,57 @@ def _work(rt: Runtime, job_id: int) -> str:
             raise PermanentJobError(f"job {job_id} vanished from the index")
         inputs = repository.job_inputs(session, job)
         routes = list(job.routes)
+        study_uid, version, created = job.study.study_uid, job.study_version, job.created_at
+        recorded = repository.job_results(session, job_id)
+    if recorded:
+        return f"results already recorded ({len(recorded)} objects); delivering those"
     missing = [i.sop_instance_uid for i in inputs if not rt.store.absolute(i.rel_path).is_file()]
     if missing:
         raise PermanentJobError(f"{len(missing)} stored instance file(s) missing, e.g. {missing[0]}")
-    series = {i.series_uid for i in inputs}
-    names = ", ".join(sorted({r.get("pipeline", "?") for r in routes}))
-    return f"received and ready: {len(inputs)} instances in {len(series)} series for {names}"
+    try:
+        models = pipeline.models_for(rt.settings)
+    except pipeline.NoModelInstalled as exc:
+        return f"no report: {exc}"
+    files_by_series: dict[str, list[Path]] = {}
+    paths: dict[str, Path] = {}
+    for item in inputs:
+        path = rt.store.absolute(item.rel_path)
+        files_by_series.setdefault(item.series_uid, []).append(path)
+        paths[item.sop_instance_uid] = path
+    output = pipeline.run_pipeline(
+        models, routes, files_by_series, batch_size=rt.settings.inference_batch_size
+    )
+    for failure in output.failures:
+        log.warning("not reported: %s", failure)
+    if not output.findings:
+        return "no report: " + ("; ".join(output.failures) or "no finding")
+    sources = {s.sop_instance_uid for f in output.findings for s in (*f.sources, f.key_source)}
+    evidence = {uid: dcmread(paths[uid], stop_before_pixels=True) for uid in sources}
+    objects = build_outputs(output.findings, evidence, study_uid=study_uid, version=version, created=created)
+    records = []
+    for o in objects:
+        rel_path = rt.store.write_result(job_id, o.sop_uid, o.kind, o.to_bytes())
+        records.append(repository.ResultRecord(o.task, o.kind, o.sop_uid, o.series_uid, rel_path, o.summary))
+    with transaction(rt.sessions) as session:
+        ok = repository.record_results(
+            session,
+            job_id,
+            worker=holder,
+            results=records,
+            destinations=[d.name for d in rt.settings.destinations],
+            now=utcnow(),
+        )
+    if not ok:
+        raise TransientError("the job's lease passed to another attempt before its results were recorded")
+    found = "; ".join(_summary(f) for f in output.findings)
+    untrained = "" if all(f.model.trained for f in output.findings) else " [UNTRAINED model: not findings]"
+    skipped = f"; not reported: {'; '.join(output.failures)}" if output.failures else ""
+    sent_to = f"{len(rt.settings.destinations)} destination(s)"
+    return f"{len(objects)} objects for {sent_to}: {found}{untrained}{skipped}"
+
+
+def _summary(finding: Finding) -> str:
+    where = f"{finding.title} ({finding.laterality})" if finding.laterality else finding.title
+    if not finding.model.trained:
+        return f"{where}: untrained output"
+    return f"{where}: {finding.value.meaning} (p={finding.probability:.2f})"

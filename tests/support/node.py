@@ -40,6 +40,9 @@ def node_env(
         "enqueue_retry_seconds": 2,
         "min_free_bytes": 0,
         "log_level": "INFO",
+        # No model unless a test installs one: the tests of receiving and queueing stay independent of the
+        # model the package ships (a job then ends done with "no report: no encoder in ...").
+        "models_dir": data_dir.parent / "no-models",
     }
     if database_url:
         values["database_url"] = database_url

@@ -20,7 +20,7 @@ from orthonode.index.models import Job, JobState, Study
 from orthonode.runtime import Runtime
 from orthonode.settings import load_settings
 from orthonode.worker import jobs
-from orthonode.worker.jobs import JobOutcome, backoff, run_job
+from orthonode.worker.jobs import JobOutcome, run_job
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 STUDY = "2.25.700"
@@ -32,7 +32,10 @@ def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     for key in list(os.environ):
         if key.upper().startswith("ORTHONODE_"):
             monkeypatch.delenv(key)
-    runtime = Runtime(load_settings(data_dir=tmp_path / "data", job_max_attempts=3, job_lease_seconds=600))
+    settings = load_settings(
+        data_dir=tmp_path / "data", models_dir=tmp_path / "models", job_max_attempts=3, job_lease_seconds=600
+    )
+    runtime = Runtime(settings)
     try:
         yield runtime
     finally:
@@ -111,7 +114,8 @@ def test_run_job_done(rt: Runtime) -> None:
     assert run_job(rt, job_id) is JobOutcome.DONE
     job = job_row(rt, job_id)
     assert job.state == JobState.DONE
-    assert job.detail == "received and ready: 3 instances in 2 series for knee_mri, knee_mri_meniscus"
+    # No model installed: the job is done and says why nothing was reported.
+    assert job.detail == f"no report: no encoder in {rt.settings.models_dir}/encoder (see README 'Models')"
     assert (job.attempts, job.lease_until, job.error) == (1, None, None)
     assert job.worker is not None and job.worker.startswith(f"{socket.gethostname()}:{os.getpid()}:")
     assert job.started_at is not None and job.finished_at is not None
@@ -179,7 +183,7 @@ def test_missing_file_fails_permanently(rt: Runtime) -> None:
 def test_transient_error_is_retried_with_backoff(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     job_id, _ = make_job(rt)
 
-    def broken(_rt: Runtime, _job_id: int) -> str:
+    def broken(_rt: Runtime, _job_id: int, _holder: str) -> str:
         raise TransientError("PACS not reachable")
 
     monkeypatch.setattr(jobs, "_work", broken)
@@ -206,7 +210,7 @@ def test_transient_error_is_retried_with_backoff(rt: Runtime, monkeypatch: pytes
 def test_unexpected_error_fails_without_retry(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     job_id, _ = make_job(rt)
 
-    def broken(_rt: Runtime, _job_id: int) -> str:
+    def broken(_rt: Runtime, _job_id: int, _holder: str) -> str:
         raise KeyError("routes")
 
     monkeypatch.setattr(jobs, "_work", broken)
@@ -227,34 +231,3 @@ def test_retry_after_permanent_failure(rt: Runtime) -> None:
         assert repo.retry_job(session, job_id, datetime.now(UTC)) is True
     assert run_job(rt, job_id) is JobOutcome.DONE
     assert job_row(rt, job_id).attempts == 1
-
-
-# --------------------------------------------------------------------------------------------- backoff
-
-
-@pytest.mark.parametrize(
-    ("attempt", "seconds"),
-    [(0, 10), (1, 10), (2, 20), (3, 40), (4, 80), (6, 320), (7, 640), (8, 900), (9, 900), (60, 900)],
-)
-def test_backoff_grows_and_is_capped(monkeypatch: pytest.MonkeyPatch, attempt: int, seconds: float) -> None:
-    monkeypatch.setattr(jobs.random, "uniform", lambda a, b: b)  # the top of the jitter range
-    assert backoff(attempt) == timedelta(seconds=seconds)
-    monkeypatch.setattr(jobs.random, "uniform", lambda a, b: a)  # the bottom of it
-    assert backoff(attempt) == timedelta(seconds=seconds / 2)
-
-
-def test_backoff_custom_base_and_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs.random, "uniform", lambda a, b: b)
-    assert [backoff(n, base=1.0, cap=5.0).total_seconds() for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
-
-
-def test_backoff_jitter_stays_in_range() -> None:
-    for attempt in (1, 3, 5, 12):
-        top = min(900.0, 10.0 * 2 ** (attempt - 1))
-        samples = [backoff(attempt).total_seconds() for _ in range(200)]
-        assert all(top / 2 <= s <= top for s in samples)
-        assert len(set(samples)) > 100  # jittered, not a constant
-
-
-def test_backoff_capped_for_huge_attempts() -> None:
-    assert backoff(2000) <= timedelta(seconds=900)

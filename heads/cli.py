@@ -1,0 +1,371 @@
+"""``heads``: list tasks, embed datasets, fit, evaluate, sweep and export task heads.
+
+::
+
+    heads list
+    heads embed    --encoder ENC --dataset chen_kl --data DIR --task kl_grade --cache CACHE
+    heads fit      --encoder ENC --dataset chen_kl --data DIR --task kl_grade --cache CACHE --out RUN
+    heads evaluate --encoder ENC --dataset chen_kl --data DIR --bundle RUN/kl_grade-1.0.0 --split val
+                   --out RUN/eval
+    heads sweep    --encoder ENC --dataset chen_kl --data DIR --task kl_grade --cache CACHE --out RUN/sweep
+    heads export   --bundle RUN/kl_grade-1.0.0 --results RUN/eval/results.json --out MODELS/heads
+    heads export   --random --task kl_grade --encoder ENC --out MODELS/heads
+
+``fit`` trains on the TRAIN split (validation for early stopping carved from its patients) and writes a
+bundle without metrics; ``evaluate`` scores a bundle on a held-out split; ``export`` copies the bundle
+with its metrics into the models directory the node scans. Exit codes: 0 success, 2 bad arguments or
+data, 1 other errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _add_data(p: argparse.ArgumentParser, *, task: bool = True) -> None:
+    p.add_argument(
+        "--encoder", type=Path, required=True, help="encoder export directory (orthonode-encoder/1)"
+    )
+    p.add_argument("--dataset", required=True, help="chen_kl | csv | mrnet | kneemri | mura")
+    p.add_argument(
+        "--data", type=Path, required=True, help="dataset root (or the CSV file for --dataset csv)"
+    )
+    if task:
+        p.add_argument("--task", required=True, help="registered task name (heads list)")
+    p.add_argument("--cache", type=Path, default=Path("feature-cache"), help="feature cache directory")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--limit-per-class", type=int, default=None, help="chen_kl only: first N files per folder")
+    p.add_argument("--fixture", action="store_true", help="mark results as NOT from real data")
+
+
+def _add_fit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--head", default="auto", help="linear | mlp | ordinal | attention | auto")
+    p.add_argument("--features", default="cls+meanpatch", choices=("cls", "cls+meanpatch"))
+    p.add_argument("--hidden", type=int, default=None, help="hidden width (mlp, ordinal)")
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--class-weighting", default="balanced", choices=("balanced", "none"))
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heads", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the registered tasks")
+
+    p = sub.add_parser("embed", help="compute and cache frozen encoder features")
+    _add_data(p)
+    p.add_argument("--splits", nargs="*", default=None, help="splits to embed (default: all)")
+
+    p = sub.add_parser("fit", help="train a head on cached features (or fine-tune with --finetune)")
+    _add_data(p)
+    _add_fit(p)
+    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--finetune", action="store_true", help="unfreeze the encoder (layer-wise lr decay)")
+    p.add_argument("--layer-decay", type=float, default=0.75)
+    p.add_argument(
+        "--out", type=Path, required=True, help="run directory; the bundle goes in <out>/<task>-<ver>"
+    )
+
+    p = sub.add_parser("evaluate", help="score a bundle on a held-out split with bootstrap CIs")
+    _add_data(p, task=False)
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("sweep", help="label-efficiency sweep (12.5/25/50/100 %% of training patients)")
+    _add_data(p)
+    _add_fit(p)
+    p.add_argument("--eval-split", default="val")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("export", help="install a bundle (with its metrics) into a models directory")
+    p.add_argument("--bundle", type=Path, help="a bundle written by 'heads fit'")
+    p.add_argument("--results", type=Path, help="results.json written by 'heads evaluate'")
+    p.add_argument("--version", default=None, help="version of the exported bundle (default: the fit's)")
+    p.add_argument("--random", action="store_true", help="write a random UNTRAINED head instead")
+    p.add_argument("--task", help="with --random")
+    p.add_argument("--encoder", type=Path, help="with --random")
+    p.add_argument("--out", type=Path, required=True, help="models directory (e.g. <models>/heads)")
+    p.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _dataset(args: argparse.Namespace, task: str) -> Any:
+    from heads.datasets import load_dataset
+
+    options: dict[str, Any] = {}
+    if args.limit_per_class is not None:
+        if args.dataset != "chen_kl":
+            raise ValueError("--limit-per-class applies to chen_kl only")
+        options["limit_per_class"] = args.limit_per_class
+    return load_dataset(args.dataset, args.data, task=task, **options)
+
+
+def _prep(task: Any, encoder: Any) -> Any:
+    from heads.features import Preprocessing
+
+    return Preprocessing(
+        kind=task.input.kind,
+        img_size=int(encoder.card.img_size),
+        patch=int(encoder.card.patch_size),
+        slices=task.input.slices,
+        strategy=task.input.strategy,
+    )
+
+
+def _features(args: argparse.Namespace, encoder: Any, task: Any, dataset: Any, splits: Sequence[str]) -> Any:
+    from heads.features import FeatureCache
+
+    samples = dataset.split(*splits)
+    return FeatureCache(args.cache).get_or_compute(
+        encoder, f"{dataset.name}-{'+'.join(splits)}", samples, _prep(task, encoder),
+        batch_size=args.batch_size, progress=args.verbose,
+    )  # fmt: skip
+
+
+def _fit_config(args: argparse.Namespace, task: Any) -> Any:
+    from heads.train import FitConfig
+
+    kind = args.head
+    if kind == "auto":
+        kind = "attention" if task.input.kind == "mri_slices" else "linear"
+    hparams: dict[str, Any] = {}
+    if args.hidden is not None:
+        hparams["hidden"] = args.hidden
+    if args.dropout is not None:
+        hparams["dropout"] = args.dropout
+    if kind == "attention" and task.ordinal:
+        hparams["ordinal"] = True
+    return FitConfig(
+        head=kind, features=args.features, hparams=hparams, epochs=args.epochs, lr=args.lr,
+        weight_decay=args.weight_decay, patience=args.patience, val_fraction=args.val_fraction,
+        class_weighting=args.class_weighting, seed=args.seed,
+    )  # fmt: skip
+
+
+def _encoder(path: Path) -> Any:
+    from orthonode.inference.encoder import load_encoder
+
+    return load_encoder(path)
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    from heads.registry import describe, list_tasks
+
+    for spec in list_tasks():
+        print(describe(spec))
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from heads.registry import get_task
+
+    task = get_task(args.task)
+    encoder = _encoder(args.encoder)
+    dataset = _dataset(args, task.name)
+    for split in args.splits or dataset.splits:
+        features = _features(args, encoder, task, dataset, [split])
+        print(
+            f"{split}: {len(features)} samples, features {tuple(features.cls.shape)} (cached in {args.cache})"
+        )
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from heads.export import export_head
+    from heads.registry import get_task
+
+    task = get_task(args.task)
+    encoder = _encoder(args.encoder)
+    dataset = _dataset(args, task.name)
+    config = _fit_config(args, task)
+    summary = {
+        "dataset": dataset.name,
+        "split": args.train_split,
+        "n_samples": len(dataset.split(args.train_split)),
+        "real": not args.fixture,
+    }
+    if args.finetune:
+        from heads.export import export_finetuned
+        from heads.train import FineTuneConfig, finetune
+
+        ft = FineTuneConfig(
+            head=config.head, features=config.features, hparams=config.hparams, epochs=args.epochs,
+            lr=args.lr, layer_decay=args.layer_decay, patience=args.patience, val_fraction=args.val_fraction,
+            class_weighting=args.class_weighting, seed=args.seed,
+        )  # fmt: skip
+        result = finetune(encoder, task, dataset.split(args.train_split), _prep(task, encoder), ft)
+        encoder_dir, bundle = export_finetuned(
+            task, result.backbone, result.head, encoder, args.out, version=args.version, features=ft.features,
+            training={"finetune": ft.as_dict(), "best_epoch": result.best_epoch, "data": summary},
+        )  # fmt: skip
+        print(f"fine-tuned encoder: {encoder_dir}")
+        print(f"bundle: {bundle}")
+        return 0
+    from heads.train import fit_head
+
+    features = _features(args, encoder, task, dataset, [args.train_split])
+    fit = fit_head(task, features, config)
+    training = {
+        "fit": config.as_dict(),
+        "best_epoch": fit.best_epoch,
+        "epochs_run": len(fit.history),
+        "best_val_loss": fit.best_val_loss,
+        "n_train": fit.n_train,
+        "n_val": fit.n_val,
+        "train_patients": fit.train_patients,
+        "val_patients": fit.val_patients,
+        "data": summary,
+    }
+    bundle = export_head(
+        task, fit.head, encoder, args.out, version=args.version, features=config.features, training=training,
+        overwrite=True,
+    )  # fmt: skip
+    (args.out / "history.json").write_text(json.dumps(fit.history, indent=1) + "\n", encoding="utf-8")
+    print(f"best epoch {fit.best_epoch} of {len(fit.history)}; bundle: {bundle}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from heads.bundle import load_bundle
+    from heads.evaluate import build_report, evaluate_head_on, write_report
+    from heads.registry import get_task
+
+    encoder = _encoder(args.encoder)
+    loaded = load_bundle(args.bundle, encoder_fingerprint=encoder.fingerprint)
+    task = get_task(loaded.card.task)
+    dataset = _dataset(args, task.name)
+    if args.split == loaded.card.head.training.get("data", {}).get("split"):
+        raise ValueError(f"refusing to report on the training split {args.split!r}")
+    features = _features(args, encoder, task, dataset, [args.split])
+    result, probs = evaluate_head_on(
+        task, loaded.head, features, loaded.card.input.features, n_boot=args.n_boot, seed=args.seed
+    )
+    report = build_report(
+        task, result, dataset=dataset.name, split=args.split, real=not args.fixture,
+        encoder={"fingerprint": encoder.fingerprint, "name": encoder.card.name},
+        head={"bundle": loaded.path.name, "kind": loaded.card.head.kind,
+              "features": loaded.card.input.features},
+    )  # fmt: skip
+    files = write_report(report, args.out, task=task, y_true=features.labels.numpy(), probs=probs)
+    print((args.out / "results.md").read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(p.name for p in files))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from heads.evaluate import build_report, evaluate_head_on, label_efficiency_sweep, write_report
+    from heads.registry import get_task
+    from heads.train import fit_head
+
+    task = get_task(args.task)
+    encoder = _encoder(args.encoder)
+    dataset = _dataset(args, task.name)
+    config = _fit_config(args, task)
+    train = _features(args, encoder, task, dataset, [args.train_split])
+    evaluation = _features(args, encoder, task, dataset, [args.eval_split])
+    rows = label_efficiency_sweep(
+        task, train, evaluation, config, fractions=args.fractions, seeds=args.seeds, n_boot=args.n_boot
+    )
+    full = fit_head(task, train, config)
+    result, probs = evaluate_head_on(task, full.head, evaluation, config.features, n_boot=args.n_boot)
+    report = build_report(
+        task, result, dataset=dataset.name, split=args.eval_split, real=not args.fixture,
+        encoder={"fingerprint": encoder.fingerprint, "name": encoder.card.name}, head=config.as_dict(),
+    )  # fmt: skip
+    report["label_efficiency"] = rows
+    write_report(report, args.out, task=task, y_true=evaluation.labels.numpy(), probs=probs)
+    print((args.out / "results.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from heads.bundle import load_bundle, make_card, random_bundle, save_bundle
+    from heads.export import _metrics_of
+    from heads.registry import get_task
+
+    if args.random:
+        if not args.task or not args.encoder:
+            raise ValueError("--random needs --task and --encoder")
+        path = random_bundle(args.task, _encoder(args.encoder), args.out, overwrite=True)
+        print(f"UNTRAINED random head: {path}")
+        return 0
+    if args.bundle is None:
+        raise ValueError("export needs --bundle (or --random)")
+    loaded = load_bundle(args.bundle)
+    card = loaded.card
+    report = json.loads(args.results.read_text(encoding="utf-8")) if args.results else None
+    if report is not None and report.get("task") != card.task:
+        raise ValueError(f"results are for task {report.get('task')!r}, the bundle is {card.task!r}")
+    if report is not None and report.get("encoder", {}).get("fingerprint") not in (
+        None,
+        card.encoder.fingerprint,
+    ):
+        raise ValueError("the results were computed with another encoder than the bundle's")
+    metrics, evaluated = _metrics_of(report)
+    new = make_card(
+        get_task(card.task), loaded.head, encoder_fingerprint=card.encoder.fingerprint,
+        encoder_name=card.encoder.name, img_size=card.input.img_size, patch=card.input.patch,
+        features=card.input.features, version=args.version or card.version, trained=card.trained,
+        name=card.name, thresholds=dict(card.thresholds), training=dict(card.head.training),
+        metrics=metrics, evaluated_on=evaluated,
+    )  # fmt: skip
+    path = save_bundle(loaded.head, new, args.out, overwrite=args.overwrite)
+    print(f"exported {path}")
+    return 0
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "embed": cmd_embed,
+    "fit": cmd_fit,
+    "evaluate": cmd_evaluate,
+    "sweep": cmd_sweep,
+    "export": cmd_export,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from heads.bundle import BundleError
+    from heads.datasets.base import DatasetError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, KeyError, DatasetError, BundleError, FileNotFoundError) as exc:
+        print(f"heads {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

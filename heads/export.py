@@ -1,0 +1,101 @@
+"""From a trained head (and its evaluation report) to a head bundle the node installs.
+
+:func:`export_head` writes ``<out_root>/<task>-<version>/`` for a head trained on frozen features;
+:func:`export_finetuned` first exports the fine-tuned encoder (``orthonode-encoder/1``, new
+fingerprint) beside it, and binds the head bundle to that encoder's fingerprint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from heads.bundle import make_card, save_bundle
+from heads.modules import Head
+from heads.registry import TaskSpec
+
+
+def _metrics_of(report: dict[str, Any] | None) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    if not report:
+        return {}, None
+    metrics = {k: v for k, v in report.get("metrics", {}).items() if v.get("value") is not None}
+    data = report.get("data", {})
+    evaluated = {
+        "dataset": str(data.get("dataset", "?")),
+        "split": str(data.get("split", "?")),
+        "n_samples": int(report.get("n_samples", 0)),
+        "n_patients": int(report.get("n_patients", 0)),
+        "real": bool(data.get("real", False)),
+    }
+    return metrics, evaluated
+
+
+def export_head(
+    task: TaskSpec,
+    head: Head,
+    encoder: Any,
+    out_root: Path,
+    *,
+    version: str,
+    features: str,
+    training: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+    threshold: float = 0.5,
+    overwrite: bool = False,
+) -> Path:
+    """Write the bundle of a trained ``head`` for ``task`` on ``encoder`` (an ``Encoder``)."""
+    metrics, evaluated = _metrics_of(report)
+    card = make_card(
+        task,
+        head,
+        encoder_fingerprint=encoder.fingerprint,
+        encoder_name=encoder.card.name,
+        img_size=int(encoder.card.img_size),
+        patch=int(encoder.card.patch_size),
+        features=features,
+        version=version,
+        trained=True,
+        thresholds={"positive": threshold} if task.binary else {},
+        training=training,
+        metrics=metrics,
+        evaluated_on=evaluated,
+    )
+    return save_bundle(head, card, out_root, overwrite=overwrite)
+
+
+def export_finetuned(
+    task: TaskSpec,
+    backbone: Any,
+    head: Head,
+    encoder: Any,
+    out_root: Path,
+    *,
+    version: str,
+    features: str,
+    training: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """Export the fine-tuned encoder to ``out_root/encoder-<task>-<version>/`` and the head bundle.
+
+    Returns ``(encoder_dir, bundle_dir)``; the bundle records the *fine-tuned* encoder's fingerprint.
+    """
+    from orthonode.inference.encoder import load_encoder, save_encoder
+
+    card = encoder.card
+    encoder_dir = Path(out_root) / f"encoder-{task.name}-{version}"
+    save_encoder(
+        backbone,
+        encoder_dir,
+        name=f"{card.name} fine-tuned for {task.name}",
+        version=version,
+        img_size=int(card.img_size),
+        mean=card.mean,
+        std=card.std,
+        training={"base_encoder": card.fingerprint, "task": task.name, **(training or {})},
+        arch=card.arch,
+    )
+    tuned = load_encoder(encoder_dir)
+    bundle = export_head(
+        task, head, tuned, out_root, version=version, features=features, training=training, report=report
+    )
+    return encoder_dir, bundle

@@ -1,0 +1,178 @@
+"""The node's installed task heads: find head bundles, pick those a pipeline runs, and run them.
+
+Bundles (``heads.bundle``, format ``orthonode-head/1``) are directories ``<task>-<version>/`` with
+``head.json`` + ``head.safetensors``, anywhere up to two levels below the models directory (e.g.
+``models/heads/kl_grade-1.0.0/``). :meth:`HeadRegistry.scan` lists them without loading weights;
+:meth:`HeadRegistry.for_pipeline` loads the heads a pipeline runs (``knee_radiograph`` -> the knee
+radiograph tasks; ``knee_mri`` / ``hip_mri`` / ``shoulder_mri`` / ``ankle_mri`` -> that anatomy's MRI
+tasks), one per task: a bundle trained on the running encoder (others are skipped with a warning naming
+both fingerprints), trained before untrained, then the highest version.
+
+:meth:`InstalledHead.predict` takes the encoder's output for one sample's images -- an
+``EncoderOutput`` of ``B`` radiographs, or of the ``S`` selected slices of one MRI series -- composes
+the features the head was trained on (CLS, or CLS + mean patch token) and returns per-label
+probabilities.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from heads.bundle import CARD_FILE, BundleError, HeadCard, load_bundle, read_card
+from heads.modules import Head, compose_features
+from heads.registry import PIPELINES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InstalledBundle:
+    """A bundle found on disk (card read, weights not loaded)."""
+
+    task: str
+    version: str
+    trained: bool
+    encoder_fingerprint: str
+    path: Path
+    card: HeadCard
+
+    @property
+    def anatomy(self) -> str:
+        return self.card.anatomy
+
+    @property
+    def modality(self) -> str:
+        return self.card.modality
+
+
+def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.+-]", version))
+
+
+class InstalledHead:
+    """A loaded head bundle, ready to turn encoder outputs into per-label probabilities."""
+
+    def __init__(self, card: HeadCard, head: Head, path: Path) -> None:
+        self.card = card
+        self.head = head.eval()
+        self.path = path
+
+    @property
+    def task(self) -> str:
+        return self.card.task
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.card.labels)
+
+    @property
+    def trained(self) -> bool:
+        return self.card.trained
+
+    def features(self, output: Any) -> Tensor:
+        """Head input from an ``EncoderOutput`` (``cls`` [B, D], ``patches`` [B, N, D]) or a ready tensor.
+
+        For MRI heads the ``B`` rows of an ``EncoderOutput`` are the slices of ONE series -> ``[1, B, F]``.
+        """
+        if isinstance(output, Tensor | np.ndarray):
+            return torch.as_tensor(output, dtype=torch.float32)
+        x = compose_features(output.cls.float(), output.patches.float().mean(1), self.card.input.features)
+        if self.card.input.kind == "mri_slices":
+            x = x.unsqueeze(0)
+        return x
+
+    @torch.no_grad()
+    def predict_array(self, features: Any, mask: Tensor | None = None) -> np.ndarray:
+        """Probabilities ``[B, K]`` (rows sum to 1) in label order."""
+        x = self.features(features)
+        expected = 3 if self.card.input.kind == "mri_slices" else 2
+        if x.ndim != expected or x.shape[-1] != self.card.head.in_dim:
+            raise BundleError(
+                f"{self.card.dirname}: expects features [..., {self.card.head.in_dim}] with {expected} dims, "
+                f"got {tuple(x.shape)}"
+            )
+        return self.head.probabilities(x, mask).numpy().astype(np.float64)
+
+    def predict(self, features: Any, mask: Tensor | None = None) -> list[dict[str, float]]:
+        """Per-label probabilities, one mapping ``label -> p`` per sample."""
+        return [
+            dict(zip(self.labels, map(float, row), strict=True)) for row in self.predict_array(features, mask)
+        ]
+
+
+class HeadRegistry:
+    """The head bundles installed under a models directory."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = Path(models_dir)
+        self.bundles = self.scan(self.models_dir)
+
+    @staticmethod
+    def scan(models_dir: Path) -> list[InstalledBundle]:
+        """Every valid bundle up to two levels below ``models_dir`` (invalid ones are logged and skipped)."""
+        root = Path(models_dir)
+        if not root.is_dir():
+            return []
+        found: list[InstalledBundle] = []
+        cards = sorted({*root.glob(f"*/{CARD_FILE}"), *root.glob(f"*/*/{CARD_FILE}")})
+        for card_path in cards:
+            try:
+                card = read_card(card_path.parent)
+            except BundleError as exc:
+                log.warning("skipping head bundle %s: %s", card_path.parent.name, exc)
+                continue
+            found.append(
+                InstalledBundle(
+                    task=card.task,
+                    version=card.version,
+                    trained=card.trained,
+                    encoder_fingerprint=card.encoder.fingerprint,
+                    path=card_path.parent,
+                    card=card,
+                )
+            )
+        return found
+
+    def applicable(self, pipeline: str, encoder_fingerprint: str | None = None) -> list[InstalledBundle]:
+        """The best bundle per task for ``pipeline`` (see the module docstring for the order)."""
+        try:
+            anatomy, modality = PIPELINES[pipeline]
+        except KeyError:
+            raise ValueError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}") from None
+        best: dict[str, InstalledBundle] = {}
+        for bundle in self.bundles:
+            if bundle.anatomy != anatomy or bundle.modality != modality:
+                continue
+            if encoder_fingerprint is not None and bundle.encoder_fingerprint != encoder_fingerprint:
+                log.warning(
+                    "head bundle %s skipped: trained on encoder %s, the node runs %s",
+                    bundle.path.name,
+                    bundle.encoder_fingerprint,
+                    encoder_fingerprint,
+                )
+                continue
+            current = best.get(bundle.task)
+            rank = (bundle.trained, _version_key(bundle.version))
+            if current is None or rank > (current.trained, _version_key(current.version)):
+                best[bundle.task] = bundle
+        return [best[t] for t in sorted(best)]
+
+    def for_pipeline(self, pipeline: str, encoder_fingerprint: str) -> list[InstalledHead]:
+        """Loaded heads for ``pipeline`` that match the running encoder."""
+        return [
+            load_head(b.path, encoder_fingerprint) for b in self.applicable(pipeline, encoder_fingerprint)
+        ]
+
+
+def load_head(path: Path, encoder_fingerprint: str | None = None) -> InstalledHead:
+    """Load one bundle directory (refusing another encoder's bundle when a fingerprint is given)."""
+    loaded = load_bundle(path, encoder_fingerprint=encoder_fingerprint)
+    return InstalledHead(loaded.card, loaded.head, loaded.path)

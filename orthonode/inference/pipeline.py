@@ -1,0 +1,361 @@
+"""One job's inference: the routed series of a complete study -> findings (DESIGN "Data flow").
+
+Per route (``orthonode.completion.selection``):
+
+* **Radiograph pipelines** (``knee_radiograph``): every instance of the route's series is read
+  (``loading.load_radiograph``), letterboxed to the encoder's input (``preprocess.fit_to_square``) and
+  encoded once; every installed radiograph head of that anatomy reads the same embeddings. Images are
+  grouped by side (Image Laterality). A bilateral image (laterality ``B``) is split at the middle column
+  into the two knees: in the standard display of a frontal radiograph the patient's right is on the
+  image's left (Patient Orientation (0020,0020) row direction ``L``), and the split follows Patient
+  Orientation when present. Several images of one side: their probabilities are averaged; the key image
+  is the one most confident in the reported value.
+* **MRI pipelines**: each series of the route is read as a volume (``loading.load_volume``); the head's
+  slice selection picks the slices, which are encoded and pooled by the head (attention pooling over the
+  slice set). Several series: probabilities averaged; the key image is the central selected slice of the
+  first series.
+
+A series that cannot be decoded fails only the findings that needed it: its reason is recorded in
+``PipelineOutput.failures`` and the other findings still go out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydicom.sr.coding import Code
+
+from orthonode.inference.encoder import Encoder, EncoderOutput, load_encoder
+from orthonode.inference.findings import Finding, ModelIdentity, SourceImage
+from orthonode.inference.heads import HeadRegistry, InstalledHead
+from orthonode.inference.loading import DecodeError, Radiograph, load_radiograph, load_volume
+from orthonode.inference.preprocess import Placement, fit_to_square, select_slices
+from orthonode.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Where ``models_dir`` keeps the encoder (an ``ssl_train`` export) and the head bundles.
+ENCODER_SUBDIR = "encoder"
+HEADS_SUBDIR = "heads"
+#: The model shipped inside the package (written by the ``heads`` default-model run), if any.
+PACKAGED_MODELS = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+class NoModelInstalled(RuntimeError):
+    """No encoder or no head for a pipeline: the job records it, nothing is sent."""
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage, summed over the job (benchmarks/infer.py prints them)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
+@dataclass
+class PipelineOutput:
+    findings: list[Finding] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # what could not be done, and why (no PHI)
+    times: StageTimes = field(default_factory=StageTimes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Models:
+    """The encoder and the heads installed beside it; loaded once per worker process."""
+
+    root: Path
+    encoder: Encoder
+    registry: HeadRegistry
+    _loaded: dict[str, list[InstalledHead]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, root: Path, settings: Settings) -> Models:
+        encoder_dir = root / ENCODER_SUBDIR
+        if not encoder_dir.exists():
+            raise NoModelInstalled(f"no encoder in {encoder_dir} (see README 'Models')")
+        encoder = load_encoder(encoder_dir, autocast=settings.inference_autocast)
+        return cls(root, encoder, HeadRegistry(root / HEADS_SUBDIR))
+
+    def heads_for(self, pipeline: str) -> list[InstalledHead]:
+        """The heads ``pipeline`` runs (trained on this encoder), loaded once."""
+        if pipeline not in self._loaded:
+            self._loaded[pipeline] = self.registry.for_pipeline(pipeline, self.encoder.fingerprint)
+        return self._loaded[pipeline]
+
+    def describe(self) -> list[str]:
+        """One line per installed bundle, saying whether it matches the running encoder."""
+        lines = []
+        for b in self.registry.bundles:
+            state = "trained" if b.trained else "UNTRAINED"
+            match = (
+                "" if b.encoder_fingerprint == self.encoder.fingerprint else " (another encoder: not used)"
+            )
+            lines.append(f"{b.task} {b.version} [{b.anatomy} {b.modality}, {state}]{match}")
+        return lines
+
+
+_models_lock = threading.Lock()
+_models_cache: dict[tuple[Path, str], Models] = {}
+
+
+def models_root(settings: Settings) -> Path:
+    return settings.models_dir if settings.models_dir is not None else PACKAGED_MODELS
+
+
+def models_for(settings: Settings) -> Models:
+    """The models of ``settings.models_dir`` (or the packaged default), cached per process."""
+    root = models_root(settings)
+    key = (root, settings.inference_autocast)
+    with _models_lock:
+        if key not in _models_cache:
+            if settings.inference_threads:
+                torch.set_num_threads(settings.inference_threads)
+            _models_cache[key] = Models.load(root, settings)
+            models = _models_cache[key]
+            log.info(
+                "models loaded from %s: encoder %s (%s), heads: %s",
+                root,
+                models.encoder.card.name,
+                models.encoder.fingerprint,
+                "; ".join(models.describe()) or "none",
+            )
+        return _models_cache[key]
+
+
+# --------------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------------
+def run_pipeline(
+    models: Models,
+    routes: Sequence[Mapping[str, Any]],
+    files_by_series: Mapping[str, Sequence[Path]],
+    *,
+    batch_size: int = 16,
+) -> PipelineOutput:
+    """All findings of one job. ``routes`` as stored on the job; ``files_by_series`` maps each Series
+    Instance UID to its stored files."""
+    out = PipelineOutput()
+    for route in routes:
+        pipeline = str(route.get("pipeline", ""))
+        try:
+            heads = models.heads_for(pipeline)
+        except ValueError as exc:
+            out.failures.append(f"{pipeline}: {exc}")
+            continue
+        if not heads:
+            out.failures.append(f"{pipeline}: no head installed for this pipeline")
+            continue
+        series = [s for s in route.get("series", []) if s.get("series_uid") in files_by_series]
+        if route.get("modality") == "radiograph":
+            _radiograph_route(models.encoder, heads, series, files_by_series, route, out, batch_size)
+        else:
+            _mri_route(models.encoder, heads, series, files_by_series, route, out, batch_size)
+    return out
+
+
+@dataclass(frozen=True)
+class _View:
+    """One side of one radiograph as the model sees it."""
+
+    side: str | None
+    source: SourceImage
+    pixels: np.ndarray  # the crop shown as key image, [H, W] in [0, 1]
+    square: np.ndarray  # model input, [S, S]
+    placement: Placement
+
+
+def _split_sides(
+    image: Radiograph, laterality: str | None, orientation: str | None
+) -> list[tuple[str | None, np.ndarray]]:
+    if laterality != "B":
+        return [(laterality if laterality in ("L", "R") else None, image.pixels)]
+    half = image.pixels.shape[1] // 2
+    left_half, right_half = image.pixels[:, :half], image.pixels[:, half:]
+    # Patient Orientation row direction: where increasing column index points in the patient. "L" (the
+    # usual frontal display) means the image's left half shows the patient's right side.
+    row_direction = (orientation or "L").split("\\")[0].strip().upper()[:1]
+    if row_direction == "R":
+        return [("L", left_half), ("R", right_half)]
+    return [("R", left_half), ("L", right_half)]
+
+
+def _radiograph_route(
+    encoder: Encoder,
+    heads: Sequence[InstalledHead],
+    series: Sequence[Mapping[str, Any]],
+    files_by_series: Mapping[str, Sequence[Path]],
+    route: Mapping[str, Any],
+    out: PipelineOutput,
+    batch_size: int,
+) -> None:
+    size = max(h.card.input.img_size for h in heads)
+    views: list[_View] = []
+    for role in series:
+        for path in files_by_series[role["series_uid"]]:
+            with out.times.stage("read"):
+                try:
+                    image = load_radiograph(path)
+                except DecodeError as exc:
+                    out.failures.append(f"{route['pipeline']}: {exc}")
+                    continue
+            laterality = image.laterality or role.get("laterality") or route.get("laterality")
+            with out.times.stage("preprocess"):
+                for side, pixels in _split_sides(image, laterality, image.patient_orientation):
+                    square, placement = fit_to_square(pixels, size, patch=encoder.patch_size)
+                    views.append(_View(side, image.source, pixels, square, placement))
+    if not views:
+        out.failures.append(f"{route['pipeline']}: no decodable image")
+        return
+    with out.times.stage("encode"):
+        embedded = encoder.embed(np.stack([v.square for v in views])[:, None], batch_size=batch_size)
+    saliency = encoder.saliency(embedded)
+    for head in heads:
+        with out.times.stage("heads"):
+            probs = head.predict_array(embedded)  # [views, labels]
+        by_side: dict[str | None, list[int]] = defaultdict(list)
+        for i, view in enumerate(views):
+            by_side[view.side].append(i)
+        for side, members in sorted(by_side.items(), key=lambda kv: kv[0] or ""):
+            mean = probs[members].mean(axis=0)
+            label = int(mean.argmax())
+            key = max(members, key=lambda i: probs[i, label])
+            view = views[key]
+            heatmap = view.placement.to_source(saliency[key])
+            out.findings.append(
+                _finding(
+                    head,
+                    encoder,
+                    side,
+                    mean,
+                    tuple(views[i].source for i in members),
+                    view.source,
+                    view.pixels,
+                    heatmap,
+                )
+            )
+
+
+def _mri_route(
+    encoder: Encoder,
+    heads: Sequence[InstalledHead],
+    series: Sequence[Mapping[str, Any]],
+    files_by_series: Mapping[str, Sequence[Path]],
+    route: Mapping[str, Any],
+    out: PipelineOutput,
+    batch_size: int,
+) -> None:
+    volumes = []
+    for role in series:
+        with out.times.stage("read"):
+            try:
+                volumes.append(load_volume(files_by_series[role["series_uid"]]))
+            except DecodeError as exc:
+                out.failures.append(f"{route['pipeline']}: series {role['series_uid']}: {exc}")
+    if not volumes:
+        out.failures.append(f"{route['pipeline']}: no decodable series")
+        return
+    side = route.get("laterality") if route.get("laterality") in ("L", "R") else None
+    for head in heads:
+        count = head.card.input.slices or 16
+        strategy = head.card.input.strategy or "central"
+        size = head.card.input.img_size
+        per_series = []
+        key: tuple[SourceImage, np.ndarray, np.ndarray] | None = None
+        sources: list[SourceImage] = []
+        for volume in volumes:
+            with out.times.stage("preprocess"):
+                chosen = select_slices(volume, count, strategy)
+                fitted = [fit_to_square(volume.voxels[i], size, patch=encoder.patch_size) for i in chosen]
+            with out.times.stage("encode"):
+                embedded = encoder.embed(np.stack([f[0] for f in fitted])[:, None], batch_size=batch_size)
+            with out.times.stage("heads"):
+                per_series.append(head.predict_array(embedded)[0])
+            sources.extend(volume.sources[i] for i in chosen)
+            if key is None:
+                middle = len(chosen) // 2
+                saliency = encoder.saliency(
+                    EncoderOutput(
+                        embedded.cls[middle : middle + 1],
+                        embedded.patches[middle : middle + 1],
+                        embedded.grid,
+                    )
+                )[0]
+                key = (
+                    volume.sources[chosen[middle]],
+                    volume.voxels[chosen[middle]],
+                    fitted[middle][1].to_source(saliency),
+                )
+        assert key is not None
+        mean = np.mean(per_series, axis=0)
+        out.findings.append(_finding(head, encoder, side, mean, tuple(sources), key[0], key[1], key[2]))
+
+
+def _finding(
+    head: InstalledHead,
+    encoder: Encoder,
+    side: str | None,
+    probabilities: np.ndarray,
+    sources: tuple[SourceImage, ...],
+    key_source: SourceImage,
+    key_image: np.ndarray,
+    heatmap: np.ndarray | None,
+) -> Finding:
+    codes = head.card.codes
+    values = [Code(*triple) for triple in codes.values]
+    label = int(np.argmax(probabilities))
+    return Finding(
+        task=head.task,
+        title=head.card.title,
+        finding_site=Code(*codes.finding_site),
+        laterality=side,
+        concept=Code(*codes.concept),
+        value=values[label],
+        probability=float(probabilities[label]),
+        probabilities={v.meaning: float(p) for v, p in zip(values, probabilities, strict=True)},
+        sources=sources,
+        model=model_identity(head, encoder),
+        key_source=key_source,
+        key_image=np.clip(key_image, 0.0, 1.0).astype(np.float32),
+        heatmap=None if heatmap is None else np.clip(heatmap, 0.0, 1.0).astype(np.float32),
+    )
+
+
+def model_identity(head: InstalledHead, encoder: Encoder) -> ModelIdentity:
+    card = encoder.card
+    name = f"OrthoFoundation {head.card.title}"
+    if not head.trained:
+        name += " (UNTRAINED)"
+    return ModelIdentity(
+        name=name,
+        version=f"encoder {card.version} ({encoder.fingerprint[:8]}) / head {head.card.version}",
+        parameters={
+            "encoder": card.name,
+            "architecture": card.arch,
+            "input size": f"{head.card.input.img_size} px",
+            "features": head.card.input.features,
+            "head": head.card.head.kind,
+            "encoder fingerprint": encoder.fingerprint,
+        },
+        trained=head.trained,
+    )

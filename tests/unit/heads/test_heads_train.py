@@ -1,0 +1,301 @@
+"""Training: probes learn, early stopping uses train patients only, fine-tuning with layer-wise decay,
+and an END-TO-END embed -> fit -> evaluate -> export -> sweep run of the CLI on ~200 real knee images
+(knee_kl224: 20 per grade from train, 20 per grade from val) with the tiny random test encoder.
+
+The tiny encoder has random weights: these tests check the plumbing and the honesty rules, not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from heads import features as features_module
+from heads.cli import main
+from heads.datasets.base import Sample
+from heads.features import FeatureCache, FeatureSet, Preprocessing
+from heads.registry import get_task
+from heads.train import (
+    FineTuneConfig,
+    FitConfig,
+    carve_features,
+    class_weights,
+    finetune,
+    fit_head,
+    layer_decay_param_groups,
+    predict_proba,
+)
+from orthonode.inference.backbones import create_backbone
+from orthonode.inference.encoder import load_encoder, save_encoder
+from orthonode.inference.heads import HeadRegistry
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    """Tiny tensors train faster on one thread, and the 2-core machine is shared (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _encoder_dir(directory: Path, img_size: int = 64) -> Path:
+    torch.manual_seed(0)
+    model = create_backbone("vit_test_patch16_dinov3", img_size=img_size)
+    save_encoder(model, directory, name="test-encoder", version="0", img_size=img_size)
+    return directory
+
+
+def _separable(n: int, classes: int, dim: int = 12, seed: int = 0) -> FeatureSet:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    direction = torch.nn.functional.normalize(torch.randn(dim, generator=g), dim=0)
+    centres = torch.arange(classes, dtype=torch.float32)[:, None] * 3 * direction  # ordered along a line
+    cls = centres[labels] + torch.randn(n, dim, generator=g) * 0.5
+    return FeatureSet(
+        cls=cls,
+        meanpatch=torch.randn(n, dim, generator=g),
+        labels=labels,
+        patients=[f"p{i // 2}" for i in range(n)],
+        keys=[f"k{i}" for i in range(n)],
+        splits=["train"] * n,
+    )
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp", "ordinal"])
+def test_probe_learns_separable_features(kind: str) -> None:
+    task = get_task("kl_grade")
+    train, test = _separable(400, 5, seed=0), _separable(200, 5, seed=0)
+    fit = fit_head(
+        task, train, FitConfig(head=kind, features="cls", epochs=80, lr=0.03, batch_size=64, seed=0)
+    )
+    probs = predict_proba(fit.head, test, "cls")
+    assert float(np.mean(probs.argmax(1) == test.labels.numpy())) > 0.9
+    assert fit.best_epoch >= 1 and fit.n_train + fit.n_val == 400
+    assert fit.train_patients + fit.val_patients == 200
+
+
+def test_validation_is_carved_from_train_patients() -> None:
+    fs = _separable(100, 2)
+    train, val = carve_features(fs, 0.2, seed=3)
+    assert set(train.patients).isdisjoint(val.patients)
+    assert len(train) + len(val) == 100
+
+
+def test_attention_head_fits_slice_sets() -> None:
+    g = torch.Generator().manual_seed(0)
+    n, s, d = 160, 6, 8
+    labels = torch.arange(n) % 2
+    cls = torch.randn(n, s, d, generator=g)
+    cls[labels == 1, 1:4, 0] += 3.0  # a lesion seen on three slices, along one feature direction
+    mask = torch.ones(n, s, dtype=torch.bool)
+    mask[::3, 4:] = False  # shorter series, zero-padded
+    cls[~mask] = 0.0
+    fs = FeatureSet(
+        cls=cls,
+        meanpatch=torch.zeros(n, s, d),
+        labels=labels,
+        patients=[f"p{i}" for i in range(n)],
+        keys=[f"k{i}" for i in range(n)],
+        splits=["train"] * n,
+        mask=mask,
+    )
+    config = FitConfig(head="attention", features="cls", epochs=60, lr=5e-3, batch_size=32, patience=15)
+    fit = fit_head(get_task("acl_injury"), fs, config)
+    probs = predict_proba(fit.head, fs, "cls")
+    assert float(np.mean(probs.argmax(1) == labels.numpy())) > 0.9
+    with pytest.raises(ValueError):
+        fit_head(get_task("acl_injury"), fs, FitConfig(head="linear"))
+
+
+def test_class_weights_balanced() -> None:
+    w = class_weights(torch.tensor([0, 0, 0, 1]), 3, "balanced")
+    assert w is not None
+    assert torch.allclose(w, torch.tensor([4 / (3 * 3), 4 / 3, 0.0]))
+    assert class_weights(torch.tensor([0, 1]), 2, "none") is None
+
+
+def test_layer_decay_groups() -> None:
+    model = create_backbone("vit_test_patch16_dinov3", img_size=32)
+    head = torch.nn.Linear(96, 5)
+    groups = layer_decay_param_groups(model, head, lr=1.0, layer_decay=0.5, weight_decay=0.05)
+    lr_of = {name: g["lr"] for g in groups for name in g["names"]}
+    wd_of = {name: g["weight_decay"] for g in groups for name in g["names"]}
+    depth = 2
+    assert lr_of["patch_embed.proj.weight"] == pytest.approx(0.5 ** (depth + 1))
+    assert lr_of["blocks.0.attn.qkv.weight"] == pytest.approx(0.5**depth)
+    assert lr_of["blocks.1.mlp.fc1.weight"] == pytest.approx(0.5)
+    assert lr_of["head.weight"] == pytest.approx(1.0)
+    assert wd_of["blocks.0.attn.qkv.weight"] == 0.05
+    assert wd_of["blocks.0.attn.proj.bias"] == 0.0 and wd_of["cls_token"] == 0.0
+    n_params = sum(1 for _ in model.parameters()) + 2
+    assert sum(len(g["params"]) for g in groups) == n_params
+
+
+def _chen_root(shared_data: Path) -> Path:
+    root = shared_data / "knee_kl224"
+    if not root.is_dir():
+        pytest.skip("knee_kl224 not present")
+    return root
+
+
+def test_finetune_updates_the_encoder(shared_data: Path, tmp_path: Path) -> None:
+    from heads.datasets.chen_kl import load_chen_kl
+
+    dataset = load_chen_kl(_chen_root(shared_data), splits=("train",), limit_per_class=4)
+    encoder = load_encoder(_encoder_dir(tmp_path / "enc", img_size=32))
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    prep = Preprocessing("radiograph", img_size=32)
+    result = finetune(
+        encoder,
+        get_task("kl_grade"),
+        dataset.samples,
+        prep,
+        FineTuneConfig(epochs=2, batch_size=8, patience=5),
+    )
+    assert len(result.history) == 2
+    tuned = result.backbone.state_dict()
+    assert any(not torch.equal(before[k], tuned[k]) for k in before if before[k].is_floating_point())
+    assert all(torch.equal(before[k], v) for k, v in encoder.model.state_dict().items())  # copy, untouched
+
+
+def test_feature_cache_reuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> None:
+    from heads.datasets.chen_kl import load_chen_kl
+
+    samples: list[Sample] = load_chen_kl(_chen_root(shared_data), splits=("val",), limit_per_class=2).samples
+    encoder = load_encoder(_encoder_dir(tmp_path / "enc", img_size=32))
+    cache = FeatureCache(tmp_path / "cache")
+    prep = Preprocessing("radiograph", img_size=32)
+    first = cache.get_or_compute(encoder, "chen", samples, prep)
+    assert cache.path_for(encoder.fingerprint, "chen", samples, prep).is_file()
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(features_module, "embed_samples", boom)
+    second = cache.get_or_compute(encoder, "chen", samples, prep)
+    assert torch.equal(first.cls, second.cls) and second.keys == first.keys
+    other = Preprocessing("radiograph", img_size=48)
+    assert cache.path_for(encoder.fingerprint, "chen", samples, other) != cache.path_for(
+        encoder.fingerprint, "chen", samples, prep
+    )
+
+
+def test_end_to_end_cli_on_real_knees(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _chen_root(shared_data)
+    enc = _encoder_dir(tmp_path / "enc")
+    common = [
+        "--encoder",
+        str(enc),
+        "--dataset",
+        "chen_kl",
+        "--data",
+        str(root),
+        "--limit-per-class",
+        "20",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
+    assert main(["embed", *common, "--task", "kl_grade"]) == 0
+    assert "train: 100 samples" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert (
+        main(["fit", *common, "--task", "kl_grade", "--head", "ordinal", "--epochs", "30", "--out", str(run)])
+        == 0
+    )
+    bundle = run / "kl_grade-1.0.0"
+    assert (bundle / "head.safetensors").is_file()
+    # reporting on the training split is refused
+    assert (
+        main(["evaluate", *common, "--bundle", str(bundle), "--split", "train", "--out", str(run / "x")]) == 2
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                *common,
+                "--bundle",
+                str(bundle),
+                "--split",
+                "val",
+                "--n-boot",
+                "200",
+                "--out",
+                str(run / "eval"),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((run / "eval" / "results.json").read_text())
+    assert report["n_samples"] == 100 and report["data"] == {
+        "dataset": "chen_kl",
+        "split": "val",
+        "real": True,
+    }
+    for name in ("accuracy", "balanced_accuracy", "qwk", "mae"):
+        entry = report["metrics"][name]
+        assert entry["ci_low"] <= entry["value"] <= entry["ci_high"]
+    assert np.asarray(report["confusion"]).sum() == 100
+    assert (run / "eval" / "confusion.png").stat().st_size > 1000
+    assert "| qwk |" in (run / "eval" / "results.md").read_text()
+
+    models = tmp_path / "models" / "heads"
+    assert (
+        main(
+            [
+                "export",
+                "--bundle",
+                str(bundle),
+                "--results",
+                str(run / "eval" / "results.json"),
+                "--out",
+                str(models),
+            ]
+        )
+        == 0
+    )
+    installed = HeadRegistry(tmp_path / "models").applicable("knee_radiograph", load_encoder(enc).fingerprint)
+    assert [b.task for b in installed] == ["kl_grade"]
+    card = installed[0].card
+    assert card.trained and card.metrics["qwk"].value == report["metrics"]["qwk"]["value"]
+    assert card.evaluated_on is not None and card.evaluated_on.real and card.evaluated_on.split == "val"
+    assert card.head.training["data"]["split"] == "train"
+
+    assert (
+        main(
+            [
+                "sweep",
+                *common,
+                "--task",
+                "kl_grade",
+                "--epochs",
+                "10",
+                "--fractions",
+                "0.5",
+                "1",
+                "--seeds",
+                "0",
+                "1",
+                "--n-boot",
+                "50",
+                "--out",
+                str(run / "sweep"),
+            ]
+        )
+        == 0
+    )
+    sweep = json.loads((run / "sweep" / "results.json").read_text())
+    rows = sweep["label_efficiency"]
+    assert [(r["fraction"], r["seed"]) for r in rows] == [(0.5, 0), (0.5, 1), (1.0, 0), (1.0, 1)]
+    assert all(r["n_train"] < 100 for r in rows if r["fraction"] == 0.5)
+    assert (run / "sweep" / "label_efficiency.png").is_file()
+    assert (
+        main(["export", "--random", "--task", "acl_injury", "--encoder", str(enc), "--out", str(models)]) == 0
+    )
