@@ -1,0 +1,144 @@
+"""``ssl-train``: fit, resume, export, scan.
+
+* ``ssl-train fit CONFIG [key.sub=value ...]`` -- a fresh run (defaults -> CONFIG -> overrides); under
+  ``torchrun --nproc_per_node=N`` every process runs it.
+* ``ssl-train resume RUN_DIR [key.sub=value ...]`` -- continue from the latest checkpoint (the saved config,
+  optionally overridden, e.g. ``train.max_iterations=...``).
+* ``ssl-train export RUN_DIR [--out DIR] [--name N] [--version V]`` -- the teacher as a node encoder.
+* ``ssl-train scan DATA_DIR --out MANIFEST`` -- a corpus folder to a manifest CSV.
+
+Exit codes: 0 success, 1 training / export failure, 2 bad usage or configuration, 3 missing input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_MISSING = 3
+
+logger = logging.getLogger("ssl_train.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssl-train", description="DINOv3-recipe pretraining of the encoder")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit", help="start a run")
+    fit.add_argument("config", type=Path, help="experiment YAML (layered over the defaults)")
+    fit.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    resume = sub.add_parser("resume", help="continue a run from its latest checkpoint")
+    resume.add_argument("run_dir", type=Path)
+    resume.add_argument("overrides", nargs="*", help="key.sub=value overrides of the saved config")
+    export = sub.add_parser("export", help="export the teacher backbone as a node encoder")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/export)")
+    export.add_argument("--name", default=None)
+    export.add_argument("--version", default=None)
+    scan = sub.add_parser("scan", help="scan a corpus folder into a manifest CSV")
+    scan.add_argument("data_dir", type=Path)
+    scan.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
+    scan.add_argument("--val-fraction", type=float, default=0.1, help="fraction of patients in 'val'")
+    scan.add_argument(
+        "--folder-split", action="store_true", help="take the split from train/val/test folders"
+    )
+    scan.add_argument("--slice-step", type=int, default=1, help="keep every k-th slice of volumes")
+    scan.add_argument("--central-fraction", type=float, default=1.0, help="central fraction of volume slices")
+    scan.add_argument("--max-files", type=int, default=None)
+    scan.add_argument("--relative-paths", action="store_true", help="paths relative to DATA_DIR")
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    level = logging.DEBUG if verbose else (logging.INFO if rank == 0 else logging.WARNING)
+    logging.basicConfig(level=level, format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from ssl_train.data import ScanConfig, SliceSampling, scan_corpus, write_manifest
+
+    if not args.data_dir.is_dir():
+        print(f"ssl-train scan: {args.data_dir} is not a directory", file=sys.stderr)
+        return EXIT_MISSING
+    config = ScanConfig(
+        slices=SliceSampling(step=args.slice_step, central_fraction=args.central_fraction),
+        val_fraction=args.val_fraction,
+        folder_split=args.folder_split,
+        max_files=args.max_files,
+        relative_paths=args.relative_paths,
+    )
+    result = scan_corpus(args.data_dir, config)
+    write_manifest(result.rows, args.out)
+    print(json.dumps(result.summary(), indent=2))
+    return EXIT_OK if result.rows else EXIT_FAILURE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ssl-train``; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    from ssl_train.config import ConfigError, apply_overrides, load_config
+
+    try:
+        if args.command == "scan":
+            return _scan(args)
+        from ssl_train.train import TrainingError, config_of_run, fit
+
+        if args.command == "fit":
+            if not args.config.is_file():
+                print(f"ssl-train fit: no such config {args.config}", file=sys.stderr)
+                return EXIT_MISSING
+            cfg = load_config(args.config, args.overrides)
+            result = fit(cfg)
+        elif args.command == "resume":
+            if not args.run_dir.is_dir():
+                print(f"ssl-train resume: no such run directory {args.run_dir}", file=sys.stderr)
+                return EXIT_MISSING
+            saved = config_of_run(args.run_dir)
+            cfg = apply_overrides(saved, args.overrides)
+            result = fit(cfg, resume_from=args.run_dir)
+        else:
+            from ssl_train.export import export_run
+
+            if not args.run_dir.is_dir():
+                print(f"ssl-train export: no such run directory {args.run_dir}", file=sys.stderr)
+                return EXIT_MISSING
+            card = export_run(args.run_dir, args.out, name=args.name, version=args.version)
+            print(json.dumps({"arch": card.arch, "fingerprint": card.fingerprint, "version": card.version}))
+            return EXIT_OK
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(
+                json.dumps(
+                    {
+                        "run_dir": str(result.run_dir),
+                        "iterations": [result.start_iteration, result.end_iteration],
+                        "total": result.total_iterations,
+                    }
+                )
+            )
+        return EXIT_OK
+    except ConfigError as exc:
+        print(f"ssl-train: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FileNotFoundError as exc:
+        print(f"ssl-train: {exc}", file=sys.stderr)
+        return EXIT_MISSING
+    except TrainingError as exc:
+        print(f"ssl-train: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
