@@ -38,7 +38,7 @@ from pydicom.sr.coding import Code
 from orthonode.inference.encoder import Encoder, EncoderOutput, load_encoder
 from orthonode.inference.findings import Finding, ModelIdentity, SourceImage
 from orthonode.inference.heads import HeadRegistry, InstalledHead
-from orthonode.inference.loading import DecodeError, Radiograph, load_radiograph, load_volume
+from orthonode.inference.loading import DecodeError, Radiograph, Volume, load_radiograph, load_volume
 from orthonode.inference.preprocess import Placement, fit_to_square, select_slices
 from orthonode.settings import Settings
 
@@ -219,7 +219,7 @@ def _radiograph_route(
                 except DecodeError as exc:
                     out.failures.append(f"{route['pipeline']}: {exc}")
                     continue
-            laterality = image.laterality or role.get("laterality") or route.get("laterality")
+            laterality = _side(image.laterality, role.get("laterality"), _paired(route.get("laterality")))
             with out.times.stage("preprocess"):
                 for side, pixels in _split_sides(image, laterality, image.patient_orientation):
                     square, placement = fit_to_square(pixels, size, patch=encoder.patch_size)
@@ -265,50 +265,74 @@ def _mri_route(
     out: PipelineOutput,
     batch_size: int,
 ) -> None:
-    volumes = []
+    by_side: dict[str | None, list[Volume]] = defaultdict(list)
+    route_side = _paired(route.get("laterality"))
     for role in series:
         with out.times.stage("read"):
             try:
-                volumes.append(load_volume(files_by_series[role["series_uid"]]))
+                volume = load_volume(files_by_series[role["series_uid"]])
             except DecodeError as exc:
                 out.failures.append(f"{route['pipeline']}: series {role['series_uid']}: {exc}")
-    if not volumes:
+                continue
+        side = _side(volume.laterality, role.get("laterality"), route_side)
+        by_side[side if side in ("L", "R") else None].append(volume)
+    if not by_side:
         out.failures.append(f"{route['pipeline']}: no decodable series")
         return
-    side = route.get("laterality") if route.get("laterality") in ("L", "R") else None
     for head in heads:
-        count = head.card.input.slices or 16
-        strategy = head.card.input.strategy or "central"
-        size = head.card.input.img_size
-        per_series = []
-        key: tuple[SourceImage, np.ndarray, np.ndarray] | None = None
-        sources: list[SourceImage] = []
-        for volume in volumes:
-            with out.times.stage("preprocess"):
-                chosen = select_slices(volume, count, strategy)
-                fitted = [fit_to_square(volume.voxels[i], size, patch=encoder.patch_size) for i in chosen]
-            with out.times.stage("encode"):
-                embedded = encoder.embed(np.stack([f[0] for f in fitted])[:, None], batch_size=batch_size)
-            with out.times.stage("heads"):
-                per_series.append(head.predict_array(embedded)[0])
-            sources.extend(volume.sources[i] for i in chosen)
-            if key is None:
-                middle = len(chosen) // 2
-                saliency = encoder.saliency(
-                    EncoderOutput(
-                        embedded.cls[middle : middle + 1],
-                        embedded.patches[middle : middle + 1],
-                        embedded.grid,
-                    )
-                )[0]
-                key = (
-                    volume.sources[chosen[middle]],
-                    volume.voxels[chosen[middle]],
-                    fitted[middle][1].to_source(saliency),
-                )
-        assert key is not None
-        mean = np.mean(per_series, axis=0)
-        out.findings.append(_finding(head, encoder, side, mean, tuple(sources), key[0], key[1], key[2]))
+        for side, volumes in sorted(by_side.items(), key=lambda kv: kv[0] or ""):
+            out.findings.append(_mri_finding(encoder, head, side, volumes, out, batch_size))
+
+
+def _paired(laterality: Any) -> str | None:
+    """A route's laterality as a fallback side: only a single side; "B" means both sides are present."""
+    return laterality if laterality in ("L", "R") else None
+
+
+def _side(*candidates: Any) -> str | None:
+    """The first usable laterality: "L", "R" or "B" ("U" -- unpaired/unknown -- and empty are skipped)."""
+    return next((str(c) for c in candidates if c in ("L", "R", "B")), None)
+
+
+def _mri_finding(
+    encoder: Encoder,
+    head: InstalledHead,
+    side: str | None,
+    volumes: Sequence[Volume],
+    out: PipelineOutput,
+    batch_size: int,
+) -> Finding:
+    """One head on the series of one side: probabilities averaged over the series."""
+    count = head.card.input.slices or 16
+    strategy = head.card.input.strategy or "central"
+    size = head.card.input.img_size
+    per_series = []
+    sources: list[SourceImage] = []
+    key: tuple[SourceImage, np.ndarray, np.ndarray] | None = None
+    for volume in volumes:
+        with out.times.stage("preprocess"):
+            chosen = select_slices(volume, count, strategy)
+            fitted = [fit_to_square(volume.voxels[i], size, patch=encoder.patch_size) for i in chosen]
+        with out.times.stage("encode"):
+            embedded = encoder.embed(np.stack([f[0] for f in fitted])[:, None], batch_size=batch_size)
+        with out.times.stage("heads"):
+            per_series.append(head.predict_array(embedded)[0])
+        sources.extend(volume.sources[i] for i in chosen)
+        if key is None:
+            middle = len(chosen) // 2
+            one = EncoderOutput(
+                embedded.cls[middle : middle + 1], embedded.patches[middle : middle + 1], embedded.grid
+            )
+            saliency = encoder.saliency(one)[0]
+            key = (
+                volume.sources[chosen[middle]],
+                volume.voxels[chosen[middle]],
+                fitted[middle][1].to_source(saliency),
+            )
+    if key is None:
+        raise ValueError("an MRI finding needs at least one series")
+    mean = np.mean(per_series, axis=0)
+    return _finding(head, encoder, side, mean, tuple(sources), key[0], key[1], key[2])
 
 
 def _finding(
