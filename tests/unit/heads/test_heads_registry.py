@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support.paper import PAPER_TASKS
 
 from heads.cli import main
 from heads.registry import (
@@ -14,26 +15,6 @@ from heads.registry import (
     tasks_for,
 )
 from orthonode.encode.codes import TASK_CONCEPTS
-
-PAPER_TASKS = [
-    "kl_grade",
-    "kl_progression_4y",
-    "kl_progression_8y",
-    "tkr",
-    "acl_injury",
-    "pcl_injury",
-    "mcl_injury",
-    "lcl_injury",
-    "meniscus_injury",
-    "cartilage_lesion",
-    "bone_contusion",
-    "mpfl_injury",
-    "patellar_dislocation",
-    "hip_labral_tear",
-    "supraspinatus_injury",
-    "atfl_injury",
-    "cfl_injury",
-]
 
 
 def test_every_paper_task_is_registered_with_its_codes() -> None:

@@ -7,28 +7,11 @@ import re
 import pytest
 from pydicom.sr._concepts_dict import concepts as dicom_concepts  # the tables behind pydicom's codedict
 from pydicom.sr.coding import Code
+from support.paper import PAPER_TASKS
 
 from orthonode.encode import codes as oc
 
-EXPECTED_TASKS = {
-    "kl_grade",
-    "kl_progression_4y",
-    "kl_progression_8y",
-    "tkr",
-    "acl_injury",
-    "pcl_injury",
-    "mcl_injury",
-    "lcl_injury",
-    "meniscus_injury",
-    "cartilage_lesion",
-    "bone_contusion",
-    "mpfl_injury",
-    "patellar_dislocation",
-    "hip_labral_tear",
-    "supraspinatus_injury",
-    "atfl_injury",
-    "cfl_injury",
-}
+EXPECTED_TASKS = set(PAPER_TASKS)
 BINARY_TASKS = EXPECTED_TASKS - {"kl_grade"}
 # Anatomy by joint, written out here (SCT values from PS3.16 CID 4 / the codedict), not taken from the module.
 EXPECTED_SITE_VALUES = {

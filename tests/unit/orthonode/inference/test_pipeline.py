@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from support.runtime import isolated_settings
 
 from orthonode.encode.outputs import Output, build_outputs
 from orthonode.inference.findings import Finding
@@ -38,7 +38,7 @@ from orthonode.inference.pipeline import (
 from orthonode.inference.preprocess import fit_to_square
 from orthonode.inference.untrained import write_untrained_models
 from orthonode.peers import synthetic
-from orthonode.settings import Settings, load_settings
+from orthonode.settings import Settings
 
 ARCH = "vit_test_patch16_dinov3"
 SIZE = 64
@@ -53,11 +53,7 @@ MR_WRITE_ORDER = (5, 2, 7, 0, 3, 6, 1, 4)
 
 
 def _settings(**overrides: Any) -> Settings:
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.upper().startswith("ORTHONODE_"):
-                mp.delenv(key)
-        return load_settings(**overrides)
+    return isolated_settings(**overrides)
 
 
 @pytest.fixture(scope="module")

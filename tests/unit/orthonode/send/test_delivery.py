@@ -3,7 +3,6 @@ the operator's retry, and real C-STORE to dcmtk's storescp as the destination (d
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import update
 from support.dcmtk import StoreSCP
+from support.runtime import isolated_settings
 from support.services import require_binary
 
 from orthonode.completion.sweeper import Sweeper
@@ -22,7 +22,6 @@ from orthonode.peers.ports import free_port
 from orthonode.peers.synthetic import dataset_bytes, new_study_uid, radiograph
 from orthonode.runtime import Runtime
 from orthonode.send import delivery
-from orthonode.settings import load_settings
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
@@ -33,11 +32,8 @@ def port() -> int:
 
 
 @pytest.fixture
-def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, port: int) -> Iterator[Runtime]:
-    for key in list(os.environ):
-        if key.upper().startswith("ORTHONODE_"):
-            monkeypatch.delenv(key)
-    settings = load_settings(
+def rt(tmp_path: Path, port: int) -> Iterator[Runtime]:
+    settings = isolated_settings(
         data_dir=tmp_path / "data",
         destinations=[{"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": port}],
         delivery_max_attempts=3,

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from support.runtime import isolated_settings, job_row
 
 from orthonode.dicom.header import InstanceHeader
 from orthonode.errors import TransientError
 from orthonode.index import repository as repo
 from orthonode.index.db import transaction
-from orthonode.index.models import Job, JobState, Study
+from orthonode.index.models import JobState, Study
 from orthonode.runtime import Runtime
-from orthonode.settings import load_settings
 from orthonode.worker import jobs
 from orthonode.worker.jobs import JobOutcome, run_job
 
@@ -28,11 +28,8 @@ ROUTES = [{"pipeline": "knee_mri", "series": ["2.25.700.1"]}, {"pipeline": "knee
 
 
 @pytest.fixture
-def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    for key in list(os.environ):
-        if key.upper().startswith("ORTHONODE_"):
-            monkeypatch.delenv(key)
-    settings = load_settings(
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    settings = isolated_settings(
         data_dir=tmp_path / "data", models_dir=tmp_path / "models", job_max_attempts=3, job_lease_seconds=600
     )
     runtime = Runtime(settings)
@@ -96,13 +93,6 @@ def make_job(rt: Runtime) -> tuple[int, list[str]]:
             now=now,
         )
         return job.id, paths
-
-
-def job_row(rt: Runtime, job_id: int) -> Job:
-    with transaction(rt.sessions) as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        return job
 
 
 # --------------------------------------------------------------------------------------------- run_job

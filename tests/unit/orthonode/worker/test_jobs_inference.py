@@ -9,7 +9,6 @@ PENDING for the sweeper's retry (``delivery_max_attempts`` 2).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from sqlalchemy import delete, func, select, update
+from support.runtime import isolated_settings, job_row
 
 from orthonode.completion.selection import route_study
 from orthonode.completion.sweeper import routes_json, study_facts
@@ -29,7 +29,6 @@ from orthonode.inference.untrained import write_untrained_models
 from orthonode.peers import synthetic
 from orthonode.peers.ports import free_port
 from orthonode.runtime import Runtime
-from orthonode.settings import load_settings
 from orthonode.worker.jobs import JobOutcome, run_job
 
 TASKS = ("kl_grade",)
@@ -42,11 +41,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def rt(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    for key in list(os.environ):
-        if key.upper().startswith("ORTHONODE_"):
-            monkeypatch.delenv(key)
-    settings = load_settings(
+def rt(tmp_path: Path, models_dir: Path) -> Iterator[Runtime]:
+    settings = isolated_settings(
         data_dir=tmp_path / "data",
         models_dir=models_dir,
         destinations=[{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": free_port()}],
@@ -101,13 +97,6 @@ def make_job(rt: Runtime) -> tuple[int, dict[str, pydicom.Dataset]]:
             now=now,
         )
         return job.id, instances
-
-
-def job_row(rt: Runtime, job_id: int) -> Job:
-    with transaction(rt.sessions) as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        return job
 
 
 def results(rt: Runtime, job_id: int) -> list[Result]:
