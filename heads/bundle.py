@@ -138,6 +138,16 @@ def codes_for(task: TaskSpec) -> CodesModel:
     )
 
 
+def encoder_fields(encoder: Any) -> dict[str, Any]:
+    """:func:`make_card`'s encoder arguments from a loaded ``orthonode.inference.encoder.Encoder``."""
+    return {
+        "encoder_fingerprint": encoder.fingerprint,
+        "encoder_name": encoder.card.name,
+        "img_size": int(encoder.card.img_size),
+        "patch": int(encoder.card.patch_size),
+    }
+
+
 def make_card(
     task: TaskSpec,
     head: Head,
@@ -309,10 +319,7 @@ def random_bundle(
     card = make_card(
         spec,
         head,
-        encoder_fingerprint=encoder.fingerprint,
-        encoder_name=encoder.card.name,
-        img_size=int(encoder.card.img_size),
-        patch=int(encoder.card.patch_size),
+        **encoder_fields(encoder),
         features=features,
         version=UNTRAINED_VERSION,
         trained=False,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from heads.bundle import make_card, save_bundle
+from heads.bundle import encoder_fields, make_card, save_bundle
 from heads.modules import Head
 from heads.registry import TaskSpec
 
@@ -48,10 +48,7 @@ def export_head(
     card = make_card(
         task,
         head,
-        encoder_fingerprint=encoder.fingerprint,
-        encoder_name=encoder.card.name,
-        img_size=int(encoder.card.img_size),
-        patch=int(encoder.card.patch_size),
+        **encoder_fields(encoder),
         features=features,
         version=version,
         trained=True,
