@@ -17,19 +17,16 @@ same objects again, never a second, different report.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import ssl
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from orthonode.backoff import backoff
 from orthonode.dicom.scu import Peer, send_files
 from orthonode.index import repository
 from orthonode.index.db import transaction
 from orthonode.index.models import utcnow
+from orthonode.retries import attempt_holder, backoff
 from orthonode.runtime import Runtime
 from orthonode.settings import Destination, Settings
 
@@ -73,7 +70,7 @@ def peer_for(settings: Settings, destination: Destination) -> Peer:
 def attempt_delivery(rt: Runtime, delivery_id: int) -> DeliveryOutcome:
     """One sending attempt of one delivery, if it is due and nobody else holds it."""
     settings = rt.settings
-    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    holder = attempt_holder()
     with transaction(rt.sessions) as session:
         delivery = repository.claim_delivery(
             session,

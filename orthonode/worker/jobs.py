@@ -9,16 +9,12 @@ sweeper hands them to the broker again when due); permanent ones end FAILED with
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
 from pydicom import dcmread
 
-from orthonode.backoff import backoff
 from orthonode.encode.outputs import build_outputs
 from orthonode.errors import PermanentJobError, TransientError
 from orthonode.index import repository
@@ -27,6 +23,7 @@ from orthonode.index.models import Job, utcnow
 from orthonode.inference import pipeline
 from orthonode.inference.findings import Finding
 from orthonode.logging import job_context
+from orthonode.retries import attempt_holder, backoff
 from orthonode.runtime import Runtime
 from orthonode.send import delivery
 
@@ -42,9 +39,7 @@ class JobOutcome(StrEnum):
 
 def run_job(rt: Runtime, job_id: int) -> JobOutcome:
     settings = rt.settings
-    # One identity per attempt: a stale attempt (its lease expired and passed on) can neither finish nor
-    # fail the job, even in the same process.
-    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    holder = attempt_holder()
     with job_context(job_id):
         with transaction(rt.sessions) as session:
             job = repository.claim_job(

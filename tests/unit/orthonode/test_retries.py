@@ -1,13 +1,14 @@
-"""orthonode.backoff: the retry delays of jobs and deliveries."""
+"""orthonode.retries: the retry delays and attempt identities of jobs and deliveries."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
 
-import orthonode.backoff as backoff_module
-from orthonode.backoff import backoff
+import orthonode.retries as retries_module
+from orthonode.retries import attempt_holder, backoff
 
 
 @pytest.mark.parametrize(
@@ -15,14 +16,14 @@ from orthonode.backoff import backoff
     [(0, 10), (1, 10), (2, 20), (3, 40), (4, 80), (6, 320), (7, 640), (8, 900), (9, 900), (60, 900)],
 )
 def test_backoff_grows_and_is_capped(monkeypatch: pytest.MonkeyPatch, attempt: int, seconds: float) -> None:
-    monkeypatch.setattr(backoff_module.random, "uniform", lambda a, b: b)  # the top of the jitter range
+    monkeypatch.setattr(retries_module.random, "uniform", lambda a, b: b)  # the top of the jitter range
     assert backoff(attempt) == timedelta(seconds=seconds)
-    monkeypatch.setattr(backoff_module.random, "uniform", lambda a, b: a)  # the bottom of it
+    monkeypatch.setattr(retries_module.random, "uniform", lambda a, b: a)  # the bottom of it
     assert backoff(attempt) == timedelta(seconds=seconds / 2)
 
 
 def test_backoff_custom_base_and_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backoff_module.random, "uniform", lambda a, b: b)
+    monkeypatch.setattr(retries_module.random, "uniform", lambda a, b: b)
     assert [backoff(n, base=1.0, cap=5.0).total_seconds() for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
@@ -36,3 +37,9 @@ def test_backoff_jitter_stays_in_range() -> None:
 
 def test_backoff_capped_for_huge_attempts() -> None:
     assert backoff(2000) <= timedelta(seconds=900)
+
+
+def test_attempt_holders_are_distinct_in_one_process() -> None:
+    holders = {attempt_holder() for _ in range(100)}
+    assert len(holders) == 100
+    assert all(h.split(":")[1] == str(os.getpid()) and len(h) <= 128 for h in holders)
