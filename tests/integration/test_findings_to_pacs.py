@@ -1,7 +1,7 @@
 """The whole mission against a real PACS: Orthanc sends a knee radiograph study and a knee MRI study to the
 node; the Structured Report and the Secondary Capture key images come back into Orthanc, in the right
 study, referencing the right instances; a destination that is down gets them after it comes back, across
-a node restart.
+a node restart; a worker killed mid-job is replaced and the report still goes out once.
 
 Models: a tiny randomly initialised encoder and heads (``write_untrained_models``), so every object says
 UNTRAINED. The radiographs are real (Chen 2018 knee KL, CC BY 4.0, from ../shared); the MRI slices are
@@ -10,6 +10,7 @@ SYNTHETIC (orthonode/peers/synthetic.py).
 
 from __future__ import annotations
 
+import uuid
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,19 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from support.dcmtk import StoreSCP, dsrdump
-from support.node import jobs_of
+from support.node import WorkerProcess, jobs_of
+from support.services import redis_url
 
 from orthonode.encode.sr import read_report
 from orthonode.inference.untrained import write_untrained_models
 from orthonode.peers.ports import free_port
-from orthonode.peers.synthetic import knee_radiograph_from_png, mr_series, new_study_uid, write_all
+from orthonode.peers.synthetic import (
+    knee_radiograph_from_png,
+    mr_series,
+    new_study_uid,
+    radiograph,
+    write_all,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -153,3 +161,48 @@ def test_destination_down_results_arrive_after_it_comes_back_across_a_restart(
         received = archive.wait_for_files(3, timeout=30)
     kinds = sorted(str(dcmread(f, stop_before_pixels=True).Modality) for f in received)
     assert kinds.count("SR") == 1 and len(received) == 3  # one report, two key images: nothing twice
+
+
+def test_worker_killed_mid_job_reruns_and_reports_once(tmp_path: Path, make_node: Any) -> None:
+    """SIGKILL the only worker while it holds the job; after the lease expires another worker runs the job
+    again and the destination receives one report, once (storescp keeps a second file for a repeated
+    SOP Instance UID, so a duplicate send would show)."""
+    # A ViT-S encoder and 24 images make the job run for seconds, so the kill lands while it runs.
+    models = write_untrained_models(tmp_path / "models", tasks=("kl_grade",), arch="vit_small_patch16_dinov3")
+    with StoreSCP(tmp_path / "archive") as archive:
+        destination = {"name": "archive", "ae_title": archive.aet, "host": "127.0.0.1", "port": archive.port}
+        node = make_node(
+            models_dir=models,
+            destinations=[destination],
+            broker_url=redis_url(),
+            queue_name=f"orthonode.test.{uuid.uuid4().hex[:12]}",
+            job_lease_seconds=20,
+        )
+        uid = new_study_uid()
+        datasets = [
+            radiograph(uid, laterality=side, seed=i, series_number=1 if side == "L" else 2)
+            for i, side in enumerate(["L", "R"] * 12)
+        ]
+        files = write_all(datasets, tmp_path / "xr")
+        first = WorkerProcess(tmp_path / "worker1", node.env).start()
+        try:
+            out = node.cli("send", "127.0.0.1", str(node.port), "--aet", node.ae_title, *map(str, files))
+            assert out.returncode == 0, out.stdout + out.stderr
+
+            def running(status: dict[str, Any]) -> bool:
+                jobs = jobs_of(status, uid)
+                return bool(jobs) and jobs[0]["state"] == "running"
+
+            node.wait_for(running, timeout=120, what="the job to run")
+            first.kill()
+        finally:
+            first.__exit__(None, None, None)
+        killed = jobs_of(node.status(), uid)[0]
+        assert killed["state"] == "running" and killed["attempts"] == 1  # it died holding the job
+        with WorkerProcess(tmp_path / "worker2", node.env):
+            status = node.wait_for(delivered([uid]), timeout=240, what="the re-run job's delivery")
+            received = archive.wait_for_files(3, timeout=30)
+        (job,) = jobs_of(status, uid)
+        assert job["attempts"] == 2
+    kinds = sorted(str(dcmread(f, stop_before_pixels=True).Modality) for f in archive.files())
+    assert kinds.count("SR") == 1 and len(received) == 3 and len(archive.files()) == 3
