@@ -279,9 +279,10 @@ def _mri_route(
     if not by_side:
         out.failures.append(f"{route['pipeline']}: no decodable series")
         return
+    embeddings: _SliceEmbeddings = {}  # heads with the same slice selection and size share one encoding
     for head in heads:
         for side, volumes in sorted(by_side.items(), key=lambda kv: kv[0] or ""):
-            out.findings.append(_mri_finding(encoder, head, side, volumes, out, batch_size))
+            out.findings.append(_mri_finding(encoder, head, side, volumes, out, batch_size, embeddings))
 
 
 def _paired(laterality: Any) -> str | None:
@@ -294,6 +295,10 @@ def _side(*candidates: Any) -> str | None:
     return next((str(c) for c in candidates if c in ("L", "R", "B")), None)
 
 
+#: (volume, selected slices, input size) -> the encoder's output for those slices and their placements.
+_SliceEmbeddings = dict[tuple[int, tuple[int, ...], int], tuple[EncoderOutput, list[Placement]]]
+
+
 def _mri_finding(
     encoder: Encoder,
     head: InstalledHead,
@@ -301,6 +306,7 @@ def _mri_finding(
     volumes: Sequence[Volume],
     out: PipelineOutput,
     batch_size: int,
+    embeddings: _SliceEmbeddings,
 ) -> Finding:
     """One head on the series of one side: probabilities averaged over the series."""
     count = head.card.input.slices or 16
@@ -310,11 +316,15 @@ def _mri_finding(
     sources: list[SourceImage] = []
     key: tuple[SourceImage, np.ndarray, np.ndarray] | None = None
     for volume in volumes:
-        with out.times.stage("preprocess"):
-            chosen = select_slices(volume, count, strategy)
-            fitted = [fit_to_square(volume.voxels[i], size, patch=encoder.patch_size) for i in chosen]
-        with out.times.stage("encode"):
-            embedded = encoder.embed(np.stack([f[0] for f in fitted])[:, None], batch_size=batch_size)
+        chosen = select_slices(volume, count, strategy)
+        cache_key = (id(volume), tuple(chosen), size)
+        if cache_key not in embeddings:
+            with out.times.stage("preprocess"):
+                fitted = [fit_to_square(volume.voxels[i], size, patch=encoder.patch_size) for i in chosen]
+            with out.times.stage("encode"):
+                batch = np.stack([f[0] for f in fitted])[:, None]
+                embeddings[cache_key] = (encoder.embed(batch, batch_size=batch_size), [f[1] for f in fitted])
+        embedded, placements = embeddings[cache_key]
         with out.times.stage("heads"):
             per_series.append(head.predict_array(embedded)[0])
         sources.extend(volume.sources[i] for i in chosen)
@@ -327,7 +337,7 @@ def _mri_finding(
             key = (
                 volume.sources[chosen[middle]],
                 volume.voxels[chosen[middle]],
-                fitted[middle][1].to_source(saliency),
+                placements[middle].to_source(saliency),
             )
     if key is None:
         raise ValueError("an MRI finding needs at least one series")

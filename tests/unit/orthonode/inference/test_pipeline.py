@@ -370,6 +370,22 @@ def test_knee_mri_one_finding_per_task(models: Models, models_dir: Path, study: 
         np.testing.assert_array_equal(finding.key_image, volume.voxels[MR_SLICES // 2])
 
 
+def test_mri_heads_with_the_same_slice_selection_share_one_encoding(
+    models: Models, study: Study, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    embed = models.encoder.embed
+
+    def counting(images: Any, **kwargs: Any) -> Any:
+        calls.append(len(images))
+        return embed(images, **kwargs)
+
+    monkeypatch.setattr(models.encoder, "embed", counting)
+    out = run_pipeline(models, [mri_route(str(study.mr[0].SeriesInstanceUID))], study.files_by_series)
+    assert len(out.findings) == len(MRI_TASKS) == 2
+    assert calls == [MR_SLICES]  # both heads ask for the same slices at the same size: encoded once
+
+
 def test_knee_mri_uses_the_heads_slice_selection(
     models_dir: Path, settings: Settings, study: Study, tmp_path: Path
 ) -> None:
