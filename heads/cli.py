@@ -89,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
 
+    p = sub.add_parser(
+        "knn", help="weighted k-NN (DINO's) on frozen CLS features: train bank, held-out queries"
+    )
+    _add_data(p)
+    p.add_argument("--bank-split", default="train")
+    p.add_argument("--split", default="val", help="the queries")
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--temperature", type=float, default=0.07)
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+
     p = sub.add_parser("sweep", help="label-efficiency sweep (12.5/25/50/100 %% of training patients)")
     _add_data(p)
     _add_fit(p)
@@ -279,6 +290,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_knn(args: argparse.Namespace) -> int:
+    """k-NN accuracy and QWK of the queries, with patient-bootstrap 95% intervals (no training at all)."""
+    from heads.metrics import accuracy, patient_bootstrap, quadratic_weighted_kappa
+    from heads.registry import get_task
+    from ssl_train.knn import knn_classify
+
+    if args.bank_split == args.split:
+        raise ValueError("the k-NN bank and the queries must be different splits")
+    task = get_task(args.task)
+    encoder = _encoder(args.encoder)
+    dataset = _dataset(args, task.name)
+    bank = _features(args, encoder, task, dataset, [args.bank_split])
+    queries = _features(args, encoder, task, dataset, [args.split])
+    predicted = knn_classify(bank.cls, bank.labels, queries.cls, k=args.k, temperature=args.temperature)
+    truth, pred = queries.labels.numpy(), predicted.numpy()
+    print(
+        f"k-NN (k={args.k}, T={args.temperature}) of {encoder.card.name} ({encoder.fingerprint}) on "
+        f"{dataset.name}: bank {args.bank_split} ({len(bank)}), queries {args.split} ({len(queries)})"
+    )
+    metrics = (
+        {"accuracy": accuracy, "qwk": quadratic_weighted_kappa} if task.ordinal else {"accuracy": accuracy}
+    )
+    for name, metric in metrics.items():
+        interval = patient_bootstrap(
+            metric, truth, pred, queries.patients, n_boot=args.n_boot, seed=args.seed
+        )
+        print(f"{name}: {interval.value:.4f} (95% CI {interval.low:.4f}-{interval.high:.4f})")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from heads.evaluate import build_report, evaluate_head_on, label_efficiency_sweep, write_report
     from heads.registry import get_task
@@ -343,6 +384,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "list": cmd_list,
+    "knn": cmd_knn,
     "embed": cmd_embed,
     "fit": cmd_fit,
     "evaluate": cmd_evaluate,

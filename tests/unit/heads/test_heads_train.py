@@ -246,6 +246,17 @@ def test_end_to_end_cli_on_real_knees(
     assert (run / "eval" / "confusion.png").stat().st_size > 1000
     assert "| qwk |" in (run / "eval" / "results.md").read_text()
 
+    # k-NN on the cached features: train bank, val queries, patient-bootstrap intervals; the same split
+    # as bank and queries is refused.
+    capsys.readouterr()
+    assert main(["knn", *common, "--task", "kl_grade", "--n-boot", "100"]) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines()[1:])
+    for name in ("accuracy", "qwk"):
+        value, interval = lines[name].split(" (95% CI ")
+        low, high = (float(v) for v in interval.rstrip(")").split("-", 1)) if name == "accuracy" else (-1, 1)
+        assert low <= float(value) <= high
+    assert main(["knn", *common, "--task", "kl_grade", "--bank-split", "val"]) == 2
+
     models = tmp_path / "models" / "heads"
     assert (
         main(
