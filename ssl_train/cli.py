@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/export)")
     export.add_argument("--name", default=None)
     export.add_argument("--version", default=None)
+    rand = sub.add_parser(
+        "export-random", help="the random-init baseline: ARCH randomly initialised, in the export format"
+    )
+    rand.add_argument("arch")
+    rand.add_argument("--out", type=Path, required=True)
+    rand.add_argument("--img-size", type=int, default=224)
+    rand.add_argument("--seed", type=int, default=0)
     scan = sub.add_parser("scan", help="scan a corpus folder into a manifest CSV")
     scan.add_argument("data_dir", type=Path)
     scan.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
@@ -84,6 +91,28 @@ def _scan(args: argparse.Namespace) -> int:
     return EXIT_OK if result.rows else EXIT_FAILURE
 
 
+def _export_random(args: argparse.Namespace) -> int:
+    """timm's own initialisation of the architecture (what "random init" means in the baselines)."""
+    import torch
+
+    from orthonode.inference.backbones import create_backbone
+    from orthonode.inference.encoder import save_encoder
+
+    torch.manual_seed(args.seed)
+    model = create_backbone(args.arch, img_size=args.img_size)
+    card = save_encoder(
+        model,
+        args.out,
+        name=f"random-init-{args.arch}",
+        version=f"seed{args.seed}",
+        img_size=args.img_size,
+        arch=args.arch,
+        training={"note": "random initialisation, never trained (a baseline)", "seed": args.seed},
+    )
+    print(json.dumps({"arch": card.arch, "fingerprint": card.fingerprint, "version": card.version}))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ssl-train``; returns the exit code."""
     parser = _parser()
@@ -94,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "scan":
             return _scan(args)
+        if args.command == "export-random":
+            return _export_random(args)
         from ssl_train.train import TrainingError, config_of_run, fit
 
         if args.command == "fit":

@@ -108,3 +108,19 @@ def test_export_without_checkpoint_raises(tmp_path: Path, run_dir: Path) -> None
     (empty / "config.yaml").write_text((run_dir / "config.yaml").read_text())
     with pytest.raises(TrainingError, match="no checkpoint"):
         export_run(empty)
+
+
+def test_export_random_writes_the_random_init_baseline(tmp_path: Path) -> None:
+    from orthonode.inference.backbones import create_backbone
+    from orthonode.inference.encoder import load_encoder
+    from ssl_train.cli import main
+
+    out = tmp_path / "random"
+    args = ["export-random", "vit_test_patch16_dinov3", "--out", str(out), "--img-size", "64", "--seed", "3"]
+    assert main(args) == 0
+    encoder = load_encoder(out)
+    assert encoder.card.name == "random-init-vit_test_patch16_dinov3" and encoder.card.img_size == 64
+    torch.manual_seed(3)
+    reference = create_backbone("vit_test_patch16_dinov3", img_size=64).state_dict()
+    loaded = encoder.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in reference.items())
