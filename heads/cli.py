@@ -76,7 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(p)
     p.add_argument("--version", default="1.0.0")
     p.add_argument("--finetune", action="store_true", help="unfreeze the encoder (layer-wise lr decay)")
-    p.add_argument("--layer-decay", type=float, default=0.75)
+    p.add_argument("--layer-decay", type=float, default=0.75, help="fine-tuning: layer-wise lr decay")
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="fine-tuning: linear lr warm-up")
+    p.add_argument("--min-lr", type=float, default=1e-6, help="fine-tuning: end of the cosine decay")
+    p.add_argument("--drop-path", type=float, default=0.1, help="fine-tuning: stochastic depth (last block)")
+    p.add_argument("--no-augment", action="store_true", help="fine-tuning: no zoom/rotation/intensity jitter")
+    p.add_argument("--no-hflip", action="store_true", help="fine-tuning: never flip left/right")
+    p.add_argument(
+        "--select", default="loss", choices=("loss", "accuracy", "qwk"),
+        help="fine-tuning: the validation-carve score that picks the epoch",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-epochs-this-call", type=int, default=None,
+        help="fine-tuning: stop after N epochs (state saved in --out; run again to resume)",
+    )  # fmt: skip
     p.add_argument(
         "--out", type=Path, required=True, help="run directory; the bundle goes in <out>/<task>-<ver>"
     )
@@ -223,22 +236,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         "real": not args.fixture,
     }
     if args.finetune:
-        from heads.export import export_finetuned
-        from heads.train import FineTuneConfig, finetune
-
-        ft = FineTuneConfig(
-            head=config.head, features=config.features, hparams=config.hparams, epochs=args.epochs,
-            lr=args.lr, layer_decay=args.layer_decay, patience=args.patience, val_fraction=args.val_fraction,
-            class_weighting=args.class_weighting, seed=args.seed,
-        )  # fmt: skip
-        result = finetune(encoder, task, dataset.split(args.train_split), _prep(task, encoder), ft)
-        encoder_dir, bundle = export_finetuned(
-            task, result.backbone, result.head, encoder, args.out, version=args.version, features=ft.features,
-            training={"finetune": ft.as_dict(), "best_epoch": result.best_epoch, "data": summary},
-        )  # fmt: skip
-        print(f"fine-tuned encoder: {encoder_dir}")
-        print(f"bundle: {bundle}")
-        return 0
+        return _finetune(args, task, encoder, dataset, config, summary)
     from heads.train import fit_head
 
     features = _features(args, encoder, task, dataset, [args.train_split])
@@ -260,6 +258,47 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )  # fmt: skip
     (args.out / "history.json").write_text(json.dumps(fit.history, indent=1) + "\n", encoding="utf-8")
     print(f"best epoch {fit.best_epoch} of {len(fit.history)}; bundle: {bundle}")
+    return 0
+
+
+def _finetune(
+    args: argparse.Namespace, task: Any, encoder: Any, dataset: Any, config: Any, summary: dict[str, Any]
+) -> int:
+    """``heads fit --finetune``: train encoder and head, resumable from ``--out``; export both."""
+    from heads.export import export_finetuned
+    from heads.finetune import FineTuneConfig, finetune
+
+    ft = FineTuneConfig(
+        head=config.head, features=config.features, hparams=config.hparams, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, warmup_epochs=args.warmup_epochs,
+        layer_decay=args.layer_decay, weight_decay=args.weight_decay, drop_path=args.drop_path,
+        patience=args.patience, select=args.select, val_fraction=args.val_fraction,
+        class_weighting=args.class_weighting, augment=not args.no_augment, hflip=not args.no_hflip,
+        seed=args.seed,
+    )  # fmt: skip
+    result = finetune(
+        encoder, task, dataset.split(args.train_split), _prep(task, encoder), ft, state_dir=args.out,
+        max_epochs_this_call=args.max_epochs_this_call,
+    )  # fmt: skip
+    finished = len(result.history) >= ft.epochs or (len(result.history) - result.best_epoch >= ft.patience)
+    if not finished:
+        print(f"stopped after epoch {len(result.history)} of {ft.epochs}; run the same command to resume")
+        return 0
+    training = {
+        "finetune": ft.as_dict(),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "history": result.history,
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+        "data": summary,
+    }
+    encoder_dir, bundle = export_finetuned(
+        task, result.backbone, result.head, encoder, args.out, version=args.version, features=ft.features,
+        training=training,
+    )  # fmt: skip
+    print(f"fine-tuned encoder: {encoder_dir}")
+    print(f"bundle: {bundle}")
     return 0
 
 

@@ -5,10 +5,7 @@
   weighting (``"balanced"``: ``w_c = N / (K n_c)``), and early stopping on a validation set carved by
   patient from the TRAINING patients (:func:`heads.datasets.base.carve_validation`); the split results
   are reported on is never looked at. The best epoch's weights are kept. Seeded (torch and the carving).
-* :func:`finetune` unfreezes the encoder and trains it with the head, with layer-wise learning-rate
-  decay (BEiT, Bao et al. 2021, arXiv:2106.08254, §2.4 / ELECTRA's layer-wise decay): block ``i`` of
-  ``L`` gets ``lr * decay^(L - i)``, the embeddings ``lr * decay^(L + 1)``, the final norm and the head
-  ``lr``; no weight decay on biases, norms, LayerScale gammas and tokens.
+* Full fine-tuning of the encoder with the head lives in :mod:`heads.finetune`.
 """
 
 from __future__ import annotations
@@ -16,17 +13,16 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from heads.datasets.base import Sample, carve_validation, load_sample
-from heads.features import FeatureSet, Preprocessing, model_input
-from heads.modules import Head, build_head, compose_features
+from heads.datasets.base import Sample, carve_validation
+from heads.features import FeatureSet
+from heads.modules import Head, build_head
 from heads.registry import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -176,163 +172,3 @@ def predict_proba(head: Head, features: FeatureSet, mode: str) -> np.ndarray:
     head.eval()
     x, mask = _inputs(features, mode)
     return head.probabilities_from_logits(_batched_logits(head, x, mask)).numpy()
-
-
-# ---------------------------------------------------------------------------------- fine-tuning
-
-
-def _layer_id(name: str, depth: int) -> int:
-    if name.startswith(("cls_token", "reg_token", "pos_embed", "patch_embed", "mask_token")):
-        return 0
-    if name.startswith("blocks."):
-        return int(name.split(".")[1]) + 1
-    return depth + 1
-
-
-def _no_decay(name: str, param: Tensor) -> bool:
-    return param.ndim <= 1 or name.endswith(".bias") or "token" in name or "gamma" in name
-
-
-def layer_decay_param_groups(
-    backbone: nn.Module, head: nn.Module, *, lr: float, layer_decay: float, weight_decay: float
-) -> list[dict[str, Any]]:
-    """AdamW parameter groups with layer-wise lr decay (see the module docstring)."""
-    blocks = getattr(backbone, "blocks", None)
-    if blocks is None:
-        raise ValueError("the backbone has no .blocks (not a ViT)")
-    depth = len(blocks)
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    named: list[tuple[str, Tensor, int]] = [
-        (n, p, _layer_id(n, depth)) for n, p in backbone.named_parameters()
-    ]
-    named += [(f"head.{n}", p, depth + 1) for n, p in head.named_parameters()]
-    for name, param, layer in named:
-        if not param.requires_grad:
-            continue
-        no_decay = _no_decay(name, param)
-        key = (layer, no_decay)
-        if key not in groups:
-            groups[key] = {
-                "params": [],
-                "names": [],
-                "lr": lr * layer_decay ** (depth + 1 - layer),
-                "weight_decay": 0.0 if no_decay else weight_decay,
-                "layer": layer,
-            }
-        groups[key]["params"].append(param)
-        groups[key]["names"].append(name)
-    return [groups[k] for k in sorted(groups)]
-
-
-@dataclass
-class FineTuneConfig:
-    head: str = "linear"
-    features: str = "cls+meanpatch"
-    hparams: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 5e-4
-    layer_decay: float = 0.75
-    weight_decay: float = 0.05
-    patience: int = 3
-    val_fraction: float = 0.15
-    class_weighting: str = "balanced"
-    hflip: bool = True
-    seed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class FineTuneResult:
-    backbone: nn.Module
-    head: Head
-    config: FineTuneConfig
-    best_epoch: int
-    history: list[dict[str, float]]
-
-
-def _pixels(samples: Sequence[Sample], prep: Preprocessing) -> Tensor:
-    return torch.from_numpy(np.stack([model_input(load_sample(s), prep)[0][0] for s in samples]))[:, None]
-
-
-def _forward(encoder: Any, backbone: nn.Module, head: Head, images: Tensor, mode: str) -> Tensor:
-    tokens = backbone.forward_features(encoder.prepare(images))  # type: ignore[operator]
-    prefix = int(getattr(backbone, "num_prefix_tokens", 1))
-    return head(compose_features(tokens[:, 0], tokens[:, prefix:].mean(1), mode))
-
-
-def finetune(
-    encoder: Any,
-    task: TaskSpec,
-    train_samples: Sequence[Sample],
-    prep: Preprocessing,
-    config: FineTuneConfig,
-) -> FineTuneResult:
-    """Fine-tune ``encoder.model`` (a copy; the encoder itself is untouched) with a new head on radiographs.
-
-    ``encoder`` is an ``orthonode.inference.encoder.Encoder`` (``.model``, ``.prepare``, ``.embed_dim``).
-    Early stopping on a patient-level validation carve of ``train_samples``.
-    """
-    if task.input.kind != "radiograph":
-        raise ValueError("full fine-tuning is implemented for single-radiograph tasks only")
-    torch.manual_seed(config.seed)
-    train, val = carve_validation(train_samples, config.val_fraction, config.seed)
-    backbone: nn.Module = copy.deepcopy(encoder.model).float()
-    in_dim = encoder.embed_dim * (2 if config.features == "cls+meanpatch" else 1)
-    head = build_head(config.head, in_dim, task.num_classes, **config.hparams)
-    groups = layer_decay_param_groups(
-        backbone, head, lr=config.lr, layer_decay=config.layer_decay, weight_decay=config.weight_decay
-    )
-    optimiser = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups])
-    labels = torch.tensor([s.label for s in train])
-    weights = class_weights(labels, task.num_classes, config.class_weighting)
-    generator = torch.Generator().manual_seed(config.seed)
-    val_x = _pixels(val, prep) if val else None
-    val_y = torch.tensor([s.label for s in val])
-    best = (copy.deepcopy(backbone.state_dict()), copy.deepcopy(head.state_dict()))
-    best_loss, best_epoch, waited = math.inf, 0, 0
-    history: list[dict[str, float]] = []
-    for epoch in range(1, config.epochs + 1):
-        backbone.train()
-        head.train()
-        order = torch.randperm(len(train), generator=generator).tolist()
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = [train[i] for i in order[start : start + config.batch_size]]
-            images = _pixels(batch, prep)
-            if config.hflip:
-                flip = torch.rand(images.shape[0], generator=generator) < 0.5
-                images[flip] = images[flip].flip(-1)
-            target = torch.tensor([s.label for s in batch])
-            loss = head.loss(_forward(encoder, backbone, head, images, config.features), target, weights)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(batch)
-        backbone.eval()
-        head.eval()
-        val_loss = 0.0
-        if val_x is not None:
-            with torch.no_grad():
-                logits = torch.cat(
-                    [
-                        _forward(encoder, backbone, head, val_x[i : i + config.batch_size], config.features)
-                        for i in range(0, val_x.shape[0], config.batch_size)
-                    ]
-                )
-                val_loss = float(head.loss(logits, val_y, weights))
-        history.append({"epoch": epoch, "train_loss": total / max(len(train), 1), "val_loss": val_loss})
-        if val_loss < best_loss - 1e-6:
-            best_loss, best_epoch, waited = val_loss, epoch, 0
-            best = (copy.deepcopy(backbone.state_dict()), copy.deepcopy(head.state_dict()))
-        else:
-            waited += 1
-            if waited >= config.patience:
-                break
-    backbone.load_state_dict(best[0])
-    head.load_state_dict(best[1])
-    backbone.eval()
-    head.eval()
-    return FineTuneResult(backbone, head, config, best_epoch, history)

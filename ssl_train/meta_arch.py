@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from ssl_train.loss import DINOLoss, GramLoss, IBOTPatchLoss, KoLeoLoss, SoftmaxCentering, sinkhorn_knopp
 from ssl_train.models.backbone import SSLBackbone
 from ssl_train.models.heads import DINOHead
+from ssl_train.parallel import ema_update, reshard
 
 __all__ = ["HeadSpec", "MetaArchConfig", "SSLMetaArch"]
 
@@ -184,11 +185,9 @@ class SSLMetaArch(nn.Module):
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
-        """EMA: ``teacher <- momentum * teacher + (1 - momentum) * student`` (parameters only)."""
-        teacher = [p.data for p in self.teacher.parameters()]
-        student = [p.data for p in self.student.parameters()]
-        torch._foreach_mul_(teacher, momentum)
-        torch._foreach_add_(teacher, student, alpha=1.0 - momentum)
+        """EMA: ``teacher <- momentum * teacher + (1 - momentum) * student`` (parameters only; shard by shard
+        under FSDP, see :func:`ssl_train.parallel.ema_update`)."""
+        ema_update(self.teacher, self.student, momentum)
 
     @torch.no_grad()
     def refresh_gram_teacher(self) -> None:
@@ -263,6 +262,9 @@ class SSLMetaArch(nn.Module):
             g_patches = None
             if self.gram_teacher is not None and bool(self.gram_active):
                 g_patches = self.gram_teacher(global_crops).patches
+            reshard(self.teacher)  # under FSDP: free the teacher's gathered weights before the student runs
+            if self.gram_teacher is not None:
+                reshard(self.gram_teacher)
 
         # ---- student
         s_global = self.student.backbone(global_crops, masks)

@@ -53,6 +53,7 @@ from ssl_train.data import ManifestDataset
 from ssl_train.data.dataset import item_seed
 from ssl_train.loss import sample_masks
 from ssl_train.meta_arch import HeadSpec, MetaArchConfig, SSLMetaArch
+from ssl_train.parallel import full_model_state, full_optimizer_state, load_full_state, shard_meta_arch
 from ssl_train.schedules import Schedules, apply_schedule, param_groups
 
 __all__ = [
@@ -540,8 +541,9 @@ def _fit(cfg: Config, info: DistInfo, resume_from: str | Path | None) -> FitResu
         logger.info("resuming from %s (iteration %d)", ckpt_path.name, checkpoint["iteration"])
     elif latest_checkpoint(run_dir) is not None:
         raise TrainingError(f"{run_dir} already holds checkpoints: use `ssl-train resume {run_dir}`")
-    if cfg.train.strategy == "fsdp":
-        raise ConfigError("train.strategy=fsdp is not implemented yet: use ddp")
+    sharded = cfg.train.strategy == "fsdp" and info.world > 1
+    if cfg.train.strategy == "fsdp" and not sharded:
+        logger.info("train.strategy=fsdp with one process: nothing to shard, training unsharded")
     if cfg.model.drop_path_rate > 0 and info.world > 1:
         logger.info("drop path draws from each process's RNG: runs differ with the number of processes")
 
@@ -549,6 +551,10 @@ def _fit(cfg: Config, info: DistInfo, resume_from: str | Path | None) -> FitResu
     np.random.seed((cfg.run.seed + info.rank) % 2**32)
     torch.manual_seed(cfg.run.seed)  # identical initial weights on every process
     meta = build_meta_arch(cfg).to(info.device)
+    if checkpoint is not None:
+        meta.load_state_dict(checkpoint["model"])
+    if sharded:
+        shard_meta_arch(meta, info.device, info.world)
     torch.manual_seed(cfg.run.seed + info.rank)
     optimizer = build_optimizer(meta, cfg)
 
@@ -566,8 +572,15 @@ def _fit(cfg: Config, info: DistInfo, resume_from: str | Path | None) -> FitResu
 
     start = 0
     if checkpoint is not None:
-        meta.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint.get("optimizer_format") == "names":
+            load_full_state(meta, optimizer, checkpoint["model"], checkpoint["optimizer"])
+        elif sharded:
+            raise TrainingError(
+                "this checkpoint was written by a DDP run (optimizer state by position): resume it with "
+                "train.strategy=ddp"
+            )
+        else:
+            optimizer.load_state_dict(checkpoint["optimizer"])
         start = int(checkpoint["iteration"])
         states = checkpoint["rng"]
         if len(states) == info.world:
@@ -602,7 +615,7 @@ def _fit(cfg: Config, info: DistInfo, resume_from: str | Path | None) -> FitResu
     _barrier(info)
 
     model: torch.nn.Module = meta
-    if info.world > 1:
+    if info.world > 1 and not sharded:
         model = DistributedDataParallel(
             meta,
             device_ids=[info.device.index] if info.device.type == "cuda" else None,
@@ -653,7 +666,8 @@ def _fit(cfg: Config, info: DistInfo, resume_from: str | Path | None) -> FitResu
             grad_norm = float("nan")
             if cfg.optim.clip_grad is not None:
                 params = [p for p in meta.student.parameters() if p.grad is not None]
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad))
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
+                grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
             optimizer.step()
             meta.update_teacher(values.momentum)
 
@@ -686,13 +700,13 @@ def _fit(cfg: Config, info: DistInfo, resume_from: str | Path | None) -> FitResu
             progress.update(record if show else None)
 
             if iteration % cfg.train.checkpoint_every == 0 or iteration == stop:
-                _save_checkpoint(meta, optimizer, cfg, info, run_dir, iteration, ipe)
+                _save_checkpoint(meta, optimizer, cfg, info, run_dir, iteration, ipe, sharded=sharded)
             if (
                 cfg.eval.manifest
                 and cfg.eval.every > 0
                 and (iteration % cfg.eval.every == 0 or iteration == stop)
             ):
-                evaluation = _evaluate(meta, cfg, info, iteration)
+                evaluation = _evaluate(meta, cfg, info, iteration, sharded=sharded)
                 if evaluation is not None:
                     result.evaluations.append(evaluation)
                     with metrics_path.open("a", encoding="utf-8") as handle:
@@ -711,8 +725,17 @@ def _save_checkpoint(
     run_dir: Path,
     iteration: int,
     ipe: int,
+    *,
+    sharded: bool = False,
 ) -> None:
-    """Gather every process's RNG state; the main process writes the checkpoint and prunes old ones."""
+    """Gather every process's RNG state; the main process writes the checkpoint and prunes old ones.
+
+    Under FSDP the model and optimiser states are gathered in full first (a collective), the optimiser's
+    keyed by parameter name (``optimizer_format: names``).
+    """
+    if sharded:
+        model_state: dict[str, Any] = full_model_state(meta)
+        optimizer_state: dict[str, Any] = full_optimizer_state(meta, optimizer)
     state = _rng_state()
     states: list[Any] = [state]
     if info.world > 1:
@@ -725,8 +748,9 @@ def _save_checkpoint(
             "iteration_in_epoch": iteration % ipe,
             "iterations_per_epoch": ipe,
             "world_size": info.world,
-            "model": meta.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "model": model_state if sharded else meta.state_dict(),
+            "optimizer": optimizer_state if sharded else optimizer.state_dict(),
+            "optimizer_format": "names" if sharded else "positions",
             "rng": states,
             "config": config_to_dict(cfg),
         }
@@ -737,17 +761,34 @@ def _save_checkpoint(
     _barrier(info)
 
 
-def _evaluate(meta: SSLMetaArch, cfg: Config, info: DistInfo, iteration: int) -> dict[str, Any] | None:
-    """k-NN monitoring of the teacher backbone on the main process; the others wait."""
+def _evaluate(
+    meta: SSLMetaArch, cfg: Config, info: DistInfo, iteration: int, *, sharded: bool = False
+) -> dict[str, Any] | None:
+    """k-NN monitoring of the teacher backbone on the main process; the others wait.
+
+    Under FSDP the teacher backbone is first gathered in full (a collective) into an unsharded copy.
+    """
     from ssl_train.knn import knn_evaluate
+    from ssl_train.models.backbone import SSLBackbone
 
     result: dict[str, Any] | None = None
+    teacher: SSLBackbone = meta.teacher.backbone
+    if sharded:
+        state = full_model_state(meta.teacher.backbone)
+        if info.is_main:
+            teacher = SSLBackbone(
+                cfg.model.arch,
+                img_size=cfg.crops.global_size,
+                in_chans=cfg.model.in_chans,
+                layer_scale_init=cfg.model.layer_scale_init,
+            ).to(info.device)
+            teacher.load_state_dict(state)
     if info.is_main:
         assert cfg.eval.manifest is not None
         start = time.perf_counter()
         try:
             metrics = knn_evaluate(
-                meta.teacher.backbone,
+                teacher,
                 manifest=cfg.eval.manifest,
                 root=cfg.eval.root,
                 bank_split=cfg.eval.bank_split,

@@ -1,4 +1,4 @@
-"""Training: probes learn, early stopping uses train patients only, fine-tuning with layer-wise decay,
+"""Training: probes learn, early stopping uses train patients only (fine-tuning: test_heads_finetune.py),
 and an END-TO-END embed -> fit -> evaluate -> export -> sweep run of the CLI on ~200 real knee images
 (knee_kl224: 20 per grade from train, 20 per grade from val) with the tiny random test encoder.
 
@@ -21,13 +21,10 @@ from heads.datasets.base import Sample
 from heads.features import FeatureCache, FeatureSet, Preprocessing
 from heads.registry import get_task
 from heads.train import (
-    FineTuneConfig,
     FitConfig,
     carve_features,
     class_weights,
-    finetune,
     fit_head,
-    layer_decay_param_groups,
     predict_proba,
 )
 from orthonode.inference.backbones import create_backbone
@@ -120,48 +117,11 @@ def test_class_weights_balanced() -> None:
     assert class_weights(torch.tensor([0, 1]), 2, "none") is None
 
 
-def test_layer_decay_groups() -> None:
-    model = create_backbone("vit_test_patch16_dinov3", img_size=32)
-    head = torch.nn.Linear(96, 5)
-    groups = layer_decay_param_groups(model, head, lr=1.0, layer_decay=0.5, weight_decay=0.05)
-    lr_of = {name: g["lr"] for g in groups for name in g["names"]}
-    wd_of = {name: g["weight_decay"] for g in groups for name in g["names"]}
-    depth = 2
-    assert lr_of["patch_embed.proj.weight"] == pytest.approx(0.5 ** (depth + 1))
-    assert lr_of["blocks.0.attn.qkv.weight"] == pytest.approx(0.5**depth)
-    assert lr_of["blocks.1.mlp.fc1.weight"] == pytest.approx(0.5)
-    assert lr_of["head.weight"] == pytest.approx(1.0)
-    assert wd_of["blocks.0.attn.qkv.weight"] == 0.05
-    assert wd_of["blocks.0.attn.proj.bias"] == 0.0 and wd_of["cls_token"] == 0.0
-    n_params = sum(1 for _ in model.parameters()) + 2
-    assert sum(len(g["params"]) for g in groups) == n_params
-
-
 def _chen_root(shared_data: Path) -> Path:
     root = shared_data / "knee_kl224"
     if not root.is_dir():
         pytest.skip("knee_kl224 not present")
     return root
-
-
-def test_finetune_updates_the_encoder(shared_data: Path, tmp_path: Path) -> None:
-    from heads.datasets.chen_kl import load_chen_kl
-
-    dataset = load_chen_kl(_chen_root(shared_data), splits=("train",), limit_per_class=4)
-    encoder = load_encoder(_encoder_dir(tmp_path / "enc", img_size=32))
-    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
-    prep = Preprocessing("radiograph", img_size=32)
-    result = finetune(
-        encoder,
-        get_task("kl_grade"),
-        dataset.samples,
-        prep,
-        FineTuneConfig(epochs=2, batch_size=8, patience=5),
-    )
-    assert len(result.history) == 2
-    tuned = result.backbone.state_dict()
-    assert any(not torch.equal(before[k], tuned[k]) for k in before if before[k].is_floating_point())
-    assert all(torch.equal(before[k], v) for k, v in encoder.model.state_dict().items())  # copy, untouched
 
 
 def test_feature_cache_reuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> None:

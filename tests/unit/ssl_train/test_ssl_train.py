@@ -183,13 +183,15 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path, png_manifest
         assert torch.equal(sa[key], sb[key]), key
 
 
-def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict[str, Any]) -> None:
+def _ddp_worker(
+    rank: int, world: int, port: int, cfg_dict: dict[str, Any], resume_from: str | None = None
+) -> None:
     os.environ.update(
         {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1"}
     )
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
-    fit(config_from_dict(cfg_dict))
+    fit(config_from_dict(cfg_dict), resume_from=resume_from)
 
 
 def _free_port() -> int:
@@ -220,6 +222,47 @@ def test_two_process_ddp_equals_one_process(tmp_path: Path, png_manifest: Path) 
     sm = student_teacher_state(more.run_dir)
     drift = max(float((sm[k] - sa[k]).abs().max()) for k in sa if k.startswith("student."))
     assert drift > 1e-4
+
+
+def test_two_process_fsdp_equals_one_process_and_resumes(tmp_path: Path, png_manifest: Path) -> None:
+    # FSDP2 on gloo: every block, backbone, head and network of student, teacher and Gram teacher sharded
+    # over 2 processes. Same steps as one unsharded process over the same global batch, Gram teacher taken
+    # at iteration 2 (a sharded copy), full checkpoints that resume sharded.
+    common = (
+        "train.device=cpu", "optim.lr=0.005", "model.layer_scale_init=1.0", "loss.gram.enabled=true",
+        "loss.gram.start_iteration=2",
+    )  # fmt: skip
+    one = fit(tiny_config(tmp_path, png_manifest, "run.name=one", "train.max_iterations=4", *common))
+    two_cfg = tiny_config(
+        tmp_path, png_manifest, "run.name=two", "data.batch_size_per_device=2", "train.strategy=fsdp",
+        "train.max_iterations=4", *common,
+    )  # fmt: skip
+    mp.spawn(_ddp_worker, args=(2, _free_port(), config_to_dict(two_cfg)), nprocs=2, join=True)
+    run = tmp_path / "runs" / "two"
+    a, b = metrics(one.run_dir), metrics(run)
+    assert [r["iteration"] for r in b] == [0, 1, 2, 3]
+    assert b[3]["gram"] > 0
+    for key in ("total", "dino", "ibot", "koleo", "gram", "grad_norm"):
+        assert [r[key] for r in b] == pytest.approx([r[key] for r in a], rel=1e-5), key
+    ckpt = load_checkpoint(latest_checkpoint(run))  # type: ignore[arg-type]
+    assert ckpt["optimizer_format"] == "names"
+    sa, sb = student_teacher_state(one.run_dir), ckpt["model"]
+    assert sa.keys() == sb.keys()  # full (unsharded) tensors under the usual names
+    for key in sa:
+        if sa[key].is_floating_point():
+            torch.testing.assert_close(sb[key], sa[key], rtol=0, atol=1e-6, msg=key)
+
+    # kill after iteration 4 was checkpointed; resume sharded to 5 == one process straight to 5
+    more = fit(tiny_config(tmp_path, png_manifest, "run.name=more", "train.max_iterations=5", *common))
+    resumed = config_to_dict(two_cfg)
+    resumed["train"]["max_iterations"] = 5
+    mp.spawn(_ddp_worker, args=(2, _free_port(), resumed, str(run)), nprocs=2, join=True)
+    assert [r["iteration"] for r in metrics(run)] == [0, 1, 2, 3, 4]
+    assert metrics(run)[4]["total"] == pytest.approx(metrics(more.run_dir)[4]["total"], rel=1e-5)
+    sm, sr = student_teacher_state(more.run_dir), student_teacher_state(run)
+    for key in sm:
+        if sm[key].is_floating_point():
+            torch.testing.assert_close(sr[key], sm[key], rtol=0, atol=1e-6, msg=key)
 
 
 def test_bf16_autocast_covers_the_forward(tmp_path: Path, png_manifest: Path) -> None:

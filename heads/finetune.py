@@ -1,0 +1,436 @@
+"""Full fine-tuning of an encoder with a task head on single radiographs, resumable.
+
+The recipe is the one used for ViT fine-tuning in BEiT / MAE / DINOv2 evaluations, scaled to a CPU:
+
+* **Layer-wise learning-rate decay** (BEiT, Bao et al. 2021, arXiv:2106.08254, §2.4): block ``i`` of ``L``
+  gets ``lr * decay^(L - i)``, the embeddings ``lr * decay^(L + 1)``, the final norm and the head ``lr``;
+  no weight decay on biases, norms, LayerScale gammas and tokens.
+* **Schedule**: linear warm-up, then cosine decay to ``min_lr``, stepped every iteration.
+* **Stochastic depth** (Huang et al. 2016), linearly increasing to ``drop_path`` over the blocks.
+* **Augmentation** on the decoded, letterboxed squares (``[0, 1]`` single channel, done in torch on the
+  whole batch): a random affine map (zoom in by ``1 / s`` with ``s`` in ``scale``, rotation within
+  ``±rotate_deg``, a translation that keeps the zoomed window inside the image, and a horizontal flip when
+  ``hflip``), then gamma, contrast and brightness jitter of strength ``intensity``. No hue, no colour: the
+  images are grayscale. A horizontal flip is safe for grading tasks that do not depend on laterality.
+* **Selection**: after every epoch the model is scored on a validation carve of the TRAINING patients
+  (:func:`heads.datasets.base.carve_validation`); the epoch with the best ``select`` score (validation
+  loss, accuracy or quadratic weighted kappa) is kept, and training stops after ``patience`` epochs
+  without improvement. The split that results are reported on is never looked at.
+* **Resume**: with a ``state_dir`` the full state (weights, optimiser, best weights, history, RNG) is
+  written atomically after every epoch; calling again with the same configuration and samples continues
+  from the last finished epoch, and the result equals an uninterrupted run.
+
+Every training image is decoded once (float16 in memory: 160 px x 5,778 images is about 300 MB).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from heads.datasets.base import Sample, carve_validation, load_sample, samples_digest
+from heads.features import Preprocessing, model_input
+from heads.metrics import accuracy, quadratic_weighted_kappa
+from heads.modules import Head, build_head, compose_features
+from heads.registry import TaskSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FineTuneConfig",
+    "FineTuneResult",
+    "augment_batch",
+    "decode_squares",
+    "finetune",
+    "layer_decay_param_groups",
+    "lr_at",
+]
+
+STATE_FILE = "finetune_state.pt"
+
+
+@dataclass
+class FineTuneConfig:
+    """Hyper-parameters of fine-tuning (saved in the bundle card)."""
+
+    head: str = "linear"
+    features: str = "cls+meanpatch"
+    hparams: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 5e-4
+    min_lr: float = 1e-6
+    warmup_epochs: float = 1.0
+    layer_decay: float = 0.75
+    weight_decay: float = 0.05
+    drop_path: float = 0.1
+    clip_grad: float | None = 3.0
+    patience: int = 5
+    select: str = "loss"  # loss | accuracy | qwk
+    val_fraction: float = 0.15
+    class_weighting: str = "balanced"
+    augment: bool = True
+    hflip: bool = True
+    scale: tuple[float, float] = (0.8, 1.0)
+    rotate_deg: float = 10.0
+    intensity: float = 0.15
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.select not in ("loss", "accuracy", "qwk"):
+            raise ValueError(f"select must be loss, accuracy or qwk, not {self.select!r}")
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {self.scale}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        self.scale = (float(self.scale[0]), float(self.scale[1]))
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["scale"] = list(self.scale)
+        return out
+
+
+@dataclass
+class FineTuneResult:
+    backbone: nn.Module
+    head: Head
+    config: FineTuneConfig
+    best_epoch: int
+    history: list[dict[str, float]]
+    n_train: int = 0
+    n_val: int = 0
+    resumed_from_epoch: int = 0
+
+
+# ----------------------------------------------------------------------------------------- parameters
+
+
+def _layer_id(name: str, depth: int) -> int:
+    if name.startswith(("cls_token", "reg_token", "pos_embed", "patch_embed", "mask_token")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+def _no_decay(name: str, param: Tensor) -> bool:
+    return param.ndim <= 1 or name.endswith(".bias") or "token" in name or "gamma" in name
+
+
+def layer_decay_param_groups(
+    backbone: nn.Module, head: nn.Module, *, lr: float, layer_decay: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups with layer-wise lr decay (see the module docstring).
+
+    Every group carries ``lr_scale`` (its multiplier of the base lr), so a schedule can set
+    ``group["lr"] = lr_at(step) * group["lr_scale"]``.
+    """
+    blocks = getattr(backbone, "blocks", None)
+    if blocks is None:
+        raise ValueError("the backbone has no .blocks (not a ViT)")
+    depth = len(blocks)
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    named: list[tuple[str, Tensor, int]] = [
+        (n, p, _layer_id(n, depth)) for n, p in backbone.named_parameters()
+    ]
+    named += [(f"head.{n}", p, depth + 1) for n, p in head.named_parameters()]
+    for name, param, layer in named:
+        if not param.requires_grad:
+            continue
+        no_decay = _no_decay(name, param)
+        key = (layer, no_decay)
+        if key not in groups:
+            scale = layer_decay ** (depth + 1 - layer)
+            groups[key] = {
+                "params": [],
+                "names": [],
+                "lr": lr * scale,
+                "lr_scale": scale,
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "layer": layer,
+            }
+        groups[key]["params"].append(param)
+        groups[key]["names"].append(name)
+    return [groups[k] for k in sorted(groups)]
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
+    """Linear warm-up from 0 over ``warmup_steps``, then cosine decay from ``lr`` to ``min_lr``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def set_drop_path(backbone: nn.Module, rate: float) -> None:
+    """Stochastic depth on every residual branch of a timm ViT, rising linearly to ``rate``."""
+    from timm.layers import DropPath
+
+    blocks = list(getattr(backbone, "blocks", []))
+    for index, block in enumerate(blocks):
+        block_rate = rate * index / max(len(blocks) - 1, 1)
+        for attr in ("drop_path1", "drop_path2", "drop_path"):
+            if hasattr(block, attr):
+                setattr(block, attr, DropPath(block_rate) if block_rate > 0 else nn.Identity())
+
+
+# ------------------------------------------------------------------------------------------ pixels
+
+
+def decode_squares(samples: Sequence[Sample], prep: Preprocessing) -> Tensor:
+    """``[N, 1, S, S]`` float16 letterboxed squares in ``[0, 1]`` of every sample, decoded once."""
+    out = torch.empty((len(samples), 1, prep.img_size, prep.img_size), dtype=torch.float16)
+    for i, sample in enumerate(samples):
+        out[i, 0] = torch.from_numpy(model_input(load_sample(sample), prep)[0][0])
+    return out
+
+
+def augment_batch(images: Tensor, config: FineTuneConfig, generator: torch.Generator) -> Tensor:
+    """Random affine (zoom, rotation, translation, optional flip) and intensity jitter of ``[B, 1, H, W]``.
+
+    Values stay in ``[0, 1]``; the area outside the source image is filled with 0 (the letterbox colour).
+    """
+    batch = images.shape[0]
+    x = images.float()
+    rand = torch.rand((batch, 7), generator=generator)
+    low, high = config.scale
+    s = low + (high - low) * rand[:, 0]
+    angle = (2 * rand[:, 1] - 1) * math.radians(config.rotate_deg)
+    tx = (2 * rand[:, 2] - 1) * (1 - s)
+    ty = (2 * rand[:, 3] - 1) * (1 - s)
+    flip = torch.where(rand[:, 4] < 0.5, -1.0, 1.0) if config.hflip else torch.ones(batch)
+    cos, sin = torch.cos(angle) * s, torch.sin(angle) * s
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, tx], dim=1), torch.stack([sin * flip, cos, ty], dim=1)], dim=1
+    )  # output (u, v) samples input at theta @ (u, v, 1): a window of relative size s
+    grid = functional.affine_grid(theta, list(x.shape), align_corners=False)
+    x = functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    a = config.intensity
+    if a > 0:
+        gamma = torch.exp((2 * rand[:, 5] - 1) * a).view(-1, 1, 1, 1)
+        contrast = 1 + (2 * torch.rand(batch, generator=generator) - 1).view(-1, 1, 1, 1) * a
+        brightness = (2 * rand[:, 6] - 1).view(-1, 1, 1, 1) * a / 2
+        x = x.clamp(0, 1) ** gamma
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * contrast + mean + brightness
+    return x.clamp(0, 1)
+
+
+def _forward(encoder: Any, backbone: nn.Module, head: Head, images: Tensor, mode: str) -> Tensor:
+    tokens = backbone.forward_features(encoder.prepare(images))  # type: ignore[operator]
+    prefix = int(getattr(backbone, "num_prefix_tokens", 1))
+    return head(compose_features(tokens[:, 0], tokens[:, prefix:].mean(1), mode))
+
+
+@torch.no_grad()
+def _logits(encoder: Any, backbone: nn.Module, head: Head, x: Tensor, mode: str, batch: int) -> Tensor:
+    backbone.eval()
+    head.eval()
+    chunks = [x[i : i + batch].float() for i in range(0, x.shape[0], batch)]
+    return torch.cat([_forward(encoder, backbone, head, chunk, mode) for chunk in chunks])
+
+
+# ---------------------------------------------------------------------------------------- resume
+
+
+def _fingerprint(config: FineTuneConfig, samples: Sequence[Sample], encoder: Any, prep: Preprocessing) -> str:
+    blob = json.dumps(
+        {
+            "config": config.as_dict(),
+            "samples": samples_digest(samples),
+            "encoder": getattr(encoder, "fingerprint", ""),
+            "prep": prep.as_dict(),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+def finetune(
+    encoder: Any,
+    task: TaskSpec,
+    train_samples: Sequence[Sample],
+    prep: Preprocessing,
+    config: FineTuneConfig,
+    *,
+    state_dir: str | Path | None = None,
+    max_epochs_this_call: int | None = None,
+) -> FineTuneResult:
+    """Fine-tune a copy of ``encoder.model`` with a new head for ``task`` (see the module docstring).
+
+    ``encoder`` is an ``orthonode.inference.encoder.Encoder`` (``.model``, ``.prepare``, ``.embed_dim``,
+    ``.fingerprint``); it is not modified. With ``state_dir`` the run resumes from
+    ``state_dir/finetune_state.pt`` when that file belongs to the same configuration, samples and encoder
+    (a different one is an error). ``max_epochs_this_call`` stops early after that many epochs (the state
+    is saved; call again to continue) -- for runs split over several sessions.
+    """
+    if task.input.kind != "radiograph":
+        raise ValueError("full fine-tuning is implemented for single-radiograph tasks only")
+    torch.manual_seed(config.seed)
+    train, val = carve_validation(train_samples, config.val_fraction, config.seed)
+    if not val:
+        raise ValueError("fine-tuning needs a validation carve: val_fraction is 0 or there is one patient")
+    backbone: nn.Module = copy.deepcopy(encoder.model).float()
+    set_drop_path(backbone, config.drop_path)
+    in_dim = encoder.embed_dim * (2 if config.features == "cls+meanpatch" else 1)
+    head = build_head(config.head, in_dim, task.num_classes, **config.hparams)
+    groups = layer_decay_param_groups(
+        backbone, head, lr=config.lr, layer_decay=config.layer_decay, weight_decay=config.weight_decay
+    )
+    optimiser = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups])
+    labels = torch.tensor([s.label for s in train])
+    weights = class_weights_of(labels, task.num_classes, config.class_weighting)
+    generator = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+
+    started = time.perf_counter()
+    train_x = decode_squares(train, prep)
+    val_x = decode_squares(val, prep)
+    val_y = torch.tensor([s.label for s in val])
+    log.info(
+        "fine-tune %s: %d train / %d validation images decoded in %.0f s",
+        task.name, len(train), len(val), time.perf_counter() - started,
+    )  # fmt: skip
+
+    fingerprint = _fingerprint(config, train_samples, encoder, prep)
+    state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
+    best_score, best_epoch, waited, start_epoch = -math.inf, 0, 0, 0
+    history: list[dict[str, float]] = []
+    best = (copy.deepcopy(backbone.state_dict()), copy.deepcopy(head.state_dict()))
+    if state_path is not None and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state["fingerprint"] != fingerprint:
+            raise ValueError(
+                f"{state_path} belongs to another fine-tuning run (configuration, samples or encoder "
+                "differ); use a new output directory"
+            )
+        backbone.load_state_dict(state["backbone"])
+        head.load_state_dict(state["head"])
+        optimiser.load_state_dict(state["optimiser"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        best = (state["best_backbone"], state["best_head"])
+        best_score, best_epoch, waited = state["best_score"], state["best_epoch"], state["waited"]
+        history, start_epoch = state["history"], state["epoch"]
+        log.info("fine-tune %s: resumed after epoch %d", task.name, start_epoch)
+    resumed_from = start_epoch
+
+    epoch = start_epoch
+    stopped = waited >= config.patience
+    while epoch < config.epochs and not stopped:
+        if max_epochs_this_call is not None and epoch - resumed_from >= max_epochs_this_call:
+            break
+        tick = time.perf_counter()
+        backbone.train()
+        head.train()
+        order = torch.randperm(len(train), generator=generator)
+        total = 0.0
+        for index, start in enumerate(range(0, len(order), config.batch_size)):
+            step = epoch * steps_per_epoch + index
+            lr = lr_at(step, total_steps, warmup_steps, config.lr, config.min_lr)
+            for group in optimiser.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            idx = order[start : start + config.batch_size]
+            images = train_x[idx]
+            images = augment_batch(images, config, generator) if config.augment else images.float()
+            loss = head.loss(_forward(encoder, backbone, head, images, config.features), labels[idx], weights)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_grad is not None:
+                params = [p for g in optimiser.param_groups for p in g["params"]]
+                nn.utils.clip_grad_norm_(params, config.clip_grad)
+            optimiser.step()
+            total += float(loss.detach()) * idx.numel()
+        epoch += 1
+        logits = _logits(encoder, backbone, head, val_x, config.features, max(config.batch_size, 64))
+        val_loss = float(head.loss(logits, val_y, weights))
+        predicted = head.probabilities_from_logits(logits).argmax(dim=1).numpy()
+        record = {
+            "epoch": epoch,
+            "train_loss": total / len(train),
+            "val_loss": val_loss,
+            "val_accuracy": accuracy(val_y.numpy(), predicted),
+            "val_qwk": quadratic_weighted_kappa(val_y.numpy(), predicted, k=task.num_classes)
+            if task.ordinal
+            else float("nan"),
+            "seconds": time.perf_counter() - tick,
+        }
+        history.append(record)
+        scores = {"loss": -val_loss, "accuracy": record["val_accuracy"], "qwk": record["val_qwk"]}
+        score = scores[config.select]
+        if score > best_score + 1e-9:
+            best_score, best_epoch, waited = score, epoch, 0
+            best = (copy.deepcopy(backbone.state_dict()), copy.deepcopy(head.state_dict()))
+        else:
+            waited += 1
+            stopped = waited >= config.patience
+        log.info(
+            "fine-tune %s epoch %d/%d: train loss %.4f, carve loss %.4f acc %.3f qwk %.3f (%.0f s)%s",
+            task.name, epoch, config.epochs, record["train_loss"], val_loss, record["val_accuracy"],
+            record["val_qwk"], record["seconds"], "  *best" if best_epoch == epoch else "",
+        )  # fmt: skip
+        if state_path is not None:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            _save_state(
+                state_path,
+                {
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "backbone": backbone.state_dict(),
+                    "head": head.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "best_backbone": best[0],
+                    "best_head": best[1],
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "waited": waited,
+                    "history": history,
+                },
+            )
+    backbone.load_state_dict(best[0])
+    head.load_state_dict(best[1])
+    set_drop_path(backbone, 0.0)
+    backbone.eval()
+    head.eval()
+    return FineTuneResult(
+        backbone, head, config, best_epoch, history, n_train=len(train), n_val=len(val),
+        resumed_from_epoch=resumed_from,
+    )  # fmt: skip
+
+
+def class_weights_of(labels: Tensor, num_classes: int, mode: str) -> Tensor | None:
+    """Class weights as in :func:`heads.train.class_weights` (imported lazily to avoid a cycle)."""
+    from heads.train import class_weights
+
+    return class_weights(labels, num_classes, mode)

@@ -1,0 +1,140 @@
+"""Fine-tuning (heads.finetune): layer-wise lr decay groups, the warm-up + cosine schedule, the batch
+augmentation, and real-knee runs with the tiny random test encoder: the encoder changes (a copy), a run
+split over two calls equals an uninterrupted one, and another run's state is refused.
+
+The encoder has random weights: these tests check the mechanics, not accuracy (README has the real runs).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from heads.datasets.chen_kl import load_chen_kl
+from heads.features import Preprocessing
+from heads.finetune import (
+    STATE_FILE,
+    FineTuneConfig,
+    augment_batch,
+    finetune,
+    layer_decay_param_groups,
+    lr_at,
+)
+from heads.registry import get_task
+from orthonode.inference.backbones import create_backbone
+from orthonode.inference.encoder import load_encoder, save_encoder
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _encoder(directory: Path, img_size: int = 32) -> Any:
+    torch.manual_seed(0)
+    model = create_backbone("vit_test_patch16_dinov3", img_size=img_size)
+    save_encoder(model, directory, name="test-encoder", version="0", img_size=img_size)
+    return load_encoder(directory)
+
+
+def _samples(shared_data: Path, per_class: int = 4) -> list[Any]:
+    root = shared_data / "knee_kl224"
+    if not root.is_dir():
+        pytest.skip("knee_kl224 not present")
+    return load_chen_kl(root, splits=("train",), limit_per_class=per_class).samples
+
+
+def test_layer_decay_groups() -> None:
+    model = create_backbone("vit_test_patch16_dinov3", img_size=32)
+    head = torch.nn.Linear(96, 5)
+    groups = layer_decay_param_groups(model, head, lr=1.0, layer_decay=0.5, weight_decay=0.05)
+    lr_of = {name: g["lr"] for g in groups for name in g["names"]}
+    wd_of = {name: g["weight_decay"] for g in groups for name in g["names"]}
+    depth = 2
+    assert lr_of["patch_embed.proj.weight"] == pytest.approx(0.5 ** (depth + 1))
+    assert lr_of["blocks.0.attn.qkv.weight"] == pytest.approx(0.5**depth)
+    assert lr_of["blocks.1.mlp.fc1.weight"] == pytest.approx(0.5)
+    assert lr_of["head.weight"] == pytest.approx(1.0)
+    assert all(g["lr"] == pytest.approx(g["lr_scale"]) for g in groups)  # base lr 1
+    assert wd_of["blocks.0.attn.qkv.weight"] == 0.05
+    assert wd_of["blocks.0.attn.proj.bias"] == 0.0 and wd_of["cls_token"] == 0.0
+    n_params = sum(1 for _ in model.parameters()) + 2
+    assert sum(len(g["params"]) for g in groups) == n_params
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    total, warm, lr, low = 100, 10, 1.0, 0.01
+    assert lr_at(0, total, warm, lr, low) == pytest.approx(0.1)
+    assert lr_at(9, total, warm, lr, low) == pytest.approx(1.0)
+    assert lr_at(10, total, warm, lr, low) == pytest.approx(1.0)
+    middle = low + 0.5 * (lr - low) * (1 + math.cos(math.pi * 45 / 90))
+    assert lr_at(55, total, warm, lr, low) == pytest.approx(middle)
+    assert lr_at(100, total, warm, lr, low) == pytest.approx(low)
+    values = [lr_at(s, total, warm, lr, low) for s in range(warm, total)]
+    assert all(a >= b for a, b in itertools.pairwise(values))
+
+
+def test_augment_identity_and_flip() -> None:
+    images = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    still = FineTuneConfig(scale=(1.0, 1.0), rotate_deg=0.0, intensity=0.0, hflip=False)
+    out = augment_batch(images, still, torch.Generator().manual_seed(1))
+    assert torch.allclose(out, images, atol=1e-5)
+    flips = FineTuneConfig(scale=(1.0, 1.0), rotate_deg=0.0, intensity=0.0, hflip=True)
+    out = augment_batch(images, flips, torch.Generator().manual_seed(1))
+    for a, b in zip(out, images, strict=True):
+        assert torch.allclose(a, b, atol=1e-5) or torch.allclose(a, b.flip(-1), atol=1e-5)
+    assert any(not torch.allclose(a, b, atol=1e-5) for a, b in zip(out, images, strict=True))
+
+
+def test_augment_stays_in_range_and_varies() -> None:
+    images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0)).half()
+    out = augment_batch(images, FineTuneConfig(), torch.Generator().manual_seed(2))
+    assert out.dtype == torch.float32 and out.shape == images.shape
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    again = augment_batch(images, FineTuneConfig(), torch.Generator().manual_seed(3))
+    assert not torch.allclose(out, again)
+
+
+def test_finetune_updates_a_copy_of_the_encoder(shared_data: Path, tmp_path: Path) -> None:
+    samples = _samples(shared_data)
+    encoder = _encoder(tmp_path / "enc")
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    config = FineTuneConfig(epochs=2, batch_size=8, patience=5, warmup_epochs=0.5)
+    result = finetune(encoder, get_task("kl_grade"), samples, Preprocessing("radiograph", 32), config)
+    assert len(result.history) == 2 and 1 <= result.best_epoch <= 2
+    assert {"val_loss", "val_accuracy", "val_qwk"} <= set(result.history[0])
+    tuned = result.backbone.state_dict()
+    assert any(not torch.equal(before[k], tuned[k]) for k in before if before[k].is_floating_point())
+    assert all(torch.equal(before[k], v) for k, v in encoder.model.state_dict().items())
+
+
+def test_resumed_finetune_equals_uninterrupted(shared_data: Path, tmp_path: Path) -> None:
+    samples = _samples(shared_data)
+    encoder = _encoder(tmp_path / "enc")
+    task, prep = get_task("kl_grade"), Preprocessing("radiograph", 32)
+    config = FineTuneConfig(epochs=3, batch_size=8, patience=5, select="accuracy", drop_path=0.2)
+
+    whole = finetune(encoder, task, samples, prep, config, state_dir=tmp_path / "whole")
+    split = tmp_path / "split"
+    first = finetune(encoder, task, samples, prep, config, state_dir=split, max_epochs_this_call=1)
+    assert len(first.history) == 1 and (tmp_path / "split" / STATE_FILE).is_file()
+    second = finetune(encoder, task, samples, prep, config, state_dir=tmp_path / "split")
+    assert second.resumed_from_epoch == 1
+    assert [h["train_loss"] for h in second.history] == [h["train_loss"] for h in whole.history]
+    assert second.best_epoch == whole.best_epoch
+    for key, value in whole.backbone.state_dict().items():
+        assert torch.equal(value, second.backbone.state_dict()[key]), key
+    for key, value in whole.head.state_dict().items():
+        assert torch.equal(value, second.head.state_dict()[key]), key
+
+    other = FineTuneConfig(epochs=3, batch_size=8, patience=5, lr=1e-3)
+    with pytest.raises(ValueError, match="another fine-tuning run"):
+        finetune(encoder, task, samples, prep, other, state_dir=tmp_path / "split")
