@@ -9,9 +9,11 @@ References
   sharding the student, the EMA teacher and the heads in the same way.
 
 What gets sharded (:func:`shard_meta_arch`): every transformer block of the student, of the EMA teacher and
-of the Gram teacher is its own FSDP unit, then the backbones and the DINO / iBOT heads (the meta-architecture calls the backbones and heads directly, so each is an FSDP root).
-Student and teacher are built and sharded identically, so the local shard of a teacher parameter
-holds the same elements as the local shard of the matching student parameter: the EMA update
+of the Gram teacher is its own FSDP unit, then the backbones and the DINO / iBOT heads. The
+meta-architecture calls backbones and heads directly, so each is an FSDP root; a root keeps its weights
+gathered after forward, so the teachers, which never run backward, are resharded right after theirs
+(:func:`reshard`). Student and teacher are built and sharded identically, so the local shard of a teacher
+parameter holds the same elements as the local shard of the matching student parameter: the EMA update
 (:func:`ema_update`) works shard by shard with no communication. The centering buffers and the Gram switch
 are not parameters and stay replicated (their updates are all-reduced by the losses themselves).
 
