@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tuning: the validation-carve score that picks the epoch",
     )  # fmt: skip
     p.add_argument(
+        "--encoder-dtype", default="float32", choices=("float32", "float16"),
+        help="fine-tuning: stored precision of the exported encoder",
+    )  # fmt: skip
+    p.add_argument(
         "--max-epochs-this-call", type=int, default=None,
         help="fine-tuning: stop after N epochs (state saved in --out; run again to resume)",
     )  # fmt: skip
@@ -293,9 +297,11 @@ def _finetune(
         "n_val": result.n_val,
         "data": summary,
     }
+    import torch
+
     encoder_dir, bundle = export_finetuned(
         task, result.backbone, result.head, encoder, args.out, version=args.version, features=ft.features,
-        training=training,
+        training=training, dtype=getattr(torch, args.encoder_dtype),
     )  # fmt: skip
     print(f"fine-tuned encoder: {encoder_dir}")
     print(f"bundle: {bundle}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from heads.bundle import encoder_fields, make_card, save_bundle
 from heads.modules import Head
 from heads.registry import TaskSpec
@@ -71,10 +73,12 @@ def export_finetuned(
     features: str,
     training: dict[str, Any] | None = None,
     report: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Path, Path]:
     """Export the fine-tuned encoder to ``out_root/encoder-<task>-<version>/`` and the head bundle.
 
-    Returns ``(encoder_dir, bundle_dir)``; the bundle records the *fine-tuned* encoder's fingerprint.
+    ``dtype`` is the encoder's stored precision (float16 halves the size; the node computes in float32).
+    Returns ``(encoder_dir, bundle_dir)``; the bundle records the fingerprint of the encoder AS STORED.
     """
     from orthonode.inference.encoder import load_encoder, save_encoder
 
@@ -90,6 +94,7 @@ def export_finetuned(
         std=card.std,
         training={"base_encoder": card.fingerprint, "task": task.name, **(training or {})},
         arch=card.arch,
+        dtype=dtype,
     )
     tuned = load_encoder(encoder_dir)
     bundle = export_head(
