@@ -63,6 +63,12 @@ def pick_knee_pair(folder: Path) -> list[tuple[Path, str]]:
     return [(p, p.stem[-1:].upper() if p.stem[-1:].upper() in ("L", "R") else "L") for p in pngs[:2]]
 
 
+def _dataset_grade(png: Path) -> str:
+    """The dataset's own grade of a file in the Chen layout ``{split}/{grade}/{name}.png`` ("" if none)."""
+    grade = png.parent.name
+    return f", dataset label KL{grade}" if grade in ("0", "1", "2", "3", "4") else ""
+
+
 def build_study(images: Path | None, out: Path) -> tuple[str, list[Path], str]:
     uid = new_study_uid()
     folder = images or (DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else None)
@@ -72,7 +78,7 @@ def build_study(images: Path | None, out: Path) -> tuple[str, list[Path], str]:
             knee_radiograph_from_png(png, uid, side, series_number=i + 1)  # type: ignore[arg-type]
             for i, (png, side) in enumerate(pair)
         ]
-        names = ", ".join(f"{png.name} ({side})" for png, side in pair)
+        names = ", ".join(f"{png.name} ({side}{_dataset_grade(png)})" for png, side in pair)
         source = f"real knee radiographs {names} from {folder} (Chen 2018, CC BY 4.0, derived from the OAI)"
     else:
         datasets = [radiograph(uid, laterality="L", seed=1), radiograph(uid, laterality="R", seed=2)]
