@@ -233,6 +233,7 @@ def save_bundle(head: Head, card: HeadCard, out_root: Path, *, overwrite: bool =
     }
     tmp = directory / f".{WEIGHTS_FILE}.tmp"
     save_file(tensors, str(tmp), metadata={"format": FORMAT, "task": card.task, "version": card.version})
+    tmp.chmod(0o644)  # safetensors creates the file owner-only; a bundle is read by the node's service user
     tmp.replace(directory / WEIGHTS_FILE)
     tmp = directory / f".{CARD_FILE}.tmp"
     tmp.write_text(
