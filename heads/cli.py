@@ -282,7 +282,7 @@ def _finetune(
     )  # fmt: skip
     result = finetune(
         encoder, task, dataset.split(args.train_split), _prep(task, encoder), ft, state_dir=args.out,
-        max_epochs_this_call=args.max_epochs_this_call,
+        max_epochs_this_call=args.max_epochs_this_call, progress=sys.stderr.isatty(),
     )  # fmt: skip
     finished = len(result.history) >= ft.epochs or (len(result.history) - result.best_epoch >= ft.patience)
     if not finished:

@@ -282,6 +282,7 @@ def finetune(
     *,
     state_dir: str | Path | None = None,
     max_epochs_this_call: int | None = None,
+    progress: bool = False,
 ) -> FineTuneResult:
     """Fine-tune a copy of ``encoder.model`` with a new head for ``task`` (see the module docstring).
 
@@ -289,7 +290,8 @@ def finetune(
     ``.fingerprint``); it is not modified. With ``state_dir`` the run resumes from
     ``state_dir/finetune_state.pt`` when that file belongs to the same configuration, samples and encoder
     (a different one is an error). ``max_epochs_this_call`` stops early after that many epochs (the state
-    is saved; call again to continue) -- for runs split over several sessions.
+    is saved; call again to continue) -- for runs split over several sessions. ``progress`` shows a tqdm
+    bar over each epoch's batches (the epoch summaries are logged either way).
     """
     if task.input.kind != "radiograph":
         raise ValueError("full fine-tuning is implemented for single-radiograph tasks only")
@@ -354,7 +356,12 @@ def finetune(
         head.train()
         order = torch.randperm(len(train), generator=generator)
         total = 0.0
-        for index, start in enumerate(range(0, len(order), config.batch_size)):
+        starts: Any = range(0, len(order), config.batch_size)
+        if progress:
+            from tqdm import tqdm  # type: ignore[import-untyped]
+
+            starts = tqdm(starts, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+        for index, start in enumerate(starts):
             step = epoch * steps_per_epoch + index
             lr = lr_at(step, total_steps, warmup_steps, config.lr, config.min_lr)
             for group in optimiser.param_groups:
