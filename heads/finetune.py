@@ -46,6 +46,7 @@ from heads.features import Preprocessing, model_input
 from heads.metrics import accuracy, quadratic_weighted_kappa
 from heads.modules import Head, build_head, compose_features
 from heads.registry import TaskSpec
+from heads.train import class_weights
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,7 @@ def finetune(
     )
     optimiser = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups])
     labels = torch.tensor([s.label for s in train])
-    weights = class_weights_of(labels, task.num_classes, config.class_weighting)
+    weights = class_weights(labels, task.num_classes, config.class_weighting)
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -434,10 +435,3 @@ def finetune(
         backbone, head, config, best_epoch, history, n_train=len(train), n_val=len(val),
         resumed_from_epoch=resumed_from,
     )  # fmt: skip
-
-
-def class_weights_of(labels: Tensor, num_classes: int, mode: str) -> Tensor | None:
-    """Class weights as in :func:`heads.train.class_weights` (imported lazily to avoid a cycle)."""
-    from heads.train import class_weights
-
-    return class_weights(labels, num_classes, mode)

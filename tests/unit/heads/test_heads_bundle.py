@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from support.encoders import write_test_encoder
 
 from heads.bundle import (
     BundleError,
@@ -21,25 +22,12 @@ from heads.export import export_head
 from heads.features import FeatureSet
 from heads.registry import get_task
 from heads.train import FitConfig, fit_head, predict_proba
-from orthonode.inference.backbones import create_backbone
-from orthonode.inference.encoder import load_encoder, save_encoder
+from orthonode.inference.encoder import load_encoder
 from orthonode.inference.heads import HeadRegistry, load_head
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """Tiny tensors train faster on one thread, and the 2-core machine is shared (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _encoder(directory: Path, seed: int = 0) -> Any:
-    torch.manual_seed(seed)
-    model = create_backbone("vit_test_patch16_dinov3", img_size=32)
-    save_encoder(model, directory, name=f"test-encoder-{seed}", version="0", img_size=32)
-    return load_encoder(directory)
+    return load_encoder(write_test_encoder(directory, seed=seed))
 
 
 def _features(encoder: Any, n: int = 40) -> FeatureSet:

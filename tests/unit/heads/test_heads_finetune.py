@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from support.encoders import write_test_encoder
 
 from heads.datasets.chen_kl import load_chen_kl
 from heads.features import Preprocessing
@@ -27,22 +28,11 @@ from heads.finetune import (
 )
 from heads.registry import get_task
 from orthonode.inference.backbones import create_backbone
-from orthonode.inference.encoder import load_encoder, save_encoder
+from orthonode.inference.encoder import load_encoder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _encoder(directory: Path, img_size: int = 32) -> Any:
-    torch.manual_seed(0)
-    model = create_backbone("vit_test_patch16_dinov3", img_size=img_size)
-    save_encoder(model, directory, name="test-encoder", version="0", img_size=img_size)
-    return load_encoder(directory)
+def _encoder(directory: Path) -> Any:
+    return load_encoder(write_test_encoder(directory))
 
 
 def _samples(shared_data: Path, per_class: int = 4) -> list[Any]:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from support.encoders import write_test_encoder
 
 from heads import features as features_module
 from heads.cli import main
@@ -27,25 +28,8 @@ from heads.train import (
     fit_head,
     predict_proba,
 )
-from orthonode.inference.backbones import create_backbone
-from orthonode.inference.encoder import load_encoder, save_encoder
+from orthonode.inference.encoder import load_encoder
 from orthonode.inference.heads import HeadRegistry
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """Tiny tensors train faster on one thread, and the 2-core machine is shared (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _encoder_dir(directory: Path, img_size: int = 64) -> Path:
-    torch.manual_seed(0)
-    model = create_backbone("vit_test_patch16_dinov3", img_size=img_size)
-    save_encoder(model, directory, name="test-encoder", version="0", img_size=img_size)
-    return directory
 
 
 def _separable(n: int, classes: int, dim: int = 12, seed: int = 0) -> FeatureSet:
@@ -128,7 +112,7 @@ def test_feature_cache_reuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s
     from heads.datasets.chen_kl import load_chen_kl
 
     samples: list[Sample] = load_chen_kl(_chen_root(shared_data), splits=("val",), limit_per_class=2).samples
-    encoder = load_encoder(_encoder_dir(tmp_path / "enc", img_size=32))
+    encoder = load_encoder(write_test_encoder(tmp_path / "enc"))
     cache = FeatureCache(tmp_path / "cache")
     prep = Preprocessing("radiograph", img_size=32)
     first = cache.get_or_compute(encoder, "chen", samples, prep)
@@ -150,7 +134,7 @@ def test_end_to_end_cli_on_real_knees(
     shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = _chen_root(shared_data)
-    enc = _encoder_dir(tmp_path / "enc")
+    enc = write_test_encoder(tmp_path / "enc", img_size=64)
     common = [
         "--encoder",
         str(enc),
