@@ -62,6 +62,22 @@ def export_head(
     return save_bundle(head, card, out_root, overwrite=overwrite)
 
 
+def finetuned_name(base_name: str, base_training: dict[str, Any], task: str) -> tuple[str, int]:
+    """The name and fine-tuning stage of an encoder tuned for ``task`` from one called ``base_name``.
+
+    A further stage on the same task keeps the name (``"<pretrained> fine-tuned for <task>"``) and counts
+    the stage, instead of chaining the suffix once per stage.
+    """
+    suffix = f" fine-tuned for {task}"
+    if base_training.get("task") == task or base_name.endswith(suffix):
+        chained = 0
+        while base_name.endswith(suffix):
+            base_name, chained = base_name[: -len(suffix)], chained + 1
+        previous = int(base_training.get("stage") or max(chained, 1))
+        return base_name + suffix, previous + 1
+    return base_name + suffix, 1
+
+
 def export_finetuned(
     task: TaskSpec,
     backbone: Any,
@@ -83,16 +99,17 @@ def export_finetuned(
     from orthonode.inference.encoder import load_encoder, save_encoder
 
     card = encoder.card
+    name, stage = finetuned_name(card.name, dict(card.training), task.name)
     encoder_dir = Path(out_root) / f"encoder-{task.name}-{version}"
     save_encoder(
         backbone,
         encoder_dir,
-        name=f"{card.name} fine-tuned for {task.name}",
+        name=name,
         version=version,
         img_size=int(card.img_size),
         mean=card.mean,
         std=card.std,
-        training={"base_encoder": card.fingerprint, "task": task.name, **(training or {})},
+        training={"base_encoder": card.fingerprint, "task": task.name, "stage": stage, **(training or {})},
         arch=card.arch,
         dtype=dtype,
     )

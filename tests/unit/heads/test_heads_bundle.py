@@ -18,7 +18,7 @@ from heads.bundle import (
     random_bundle,
     read_card,
 )
-from heads.export import export_head
+from heads.export import export_head, finetuned_name
 from heads.features import FeatureSet
 from heads.registry import get_task
 from heads.train import FitConfig, fit_head, predict_proba
@@ -152,3 +152,14 @@ def _features_kl(encoder: Any) -> FeatureSet:
     fs = _features(encoder, n=30)
     fs.labels = torch.arange(30) % 5
     return fs
+
+
+def test_further_fine_tuning_stages_count_instead_of_chaining_the_name() -> None:
+    tuned = "kl224_ti_f fine-tuned for kl_grade"
+    assert finetuned_name("kl224_ti_f", {"epochs": 3}, "kl_grade") == (tuned, 1)
+    assert finetuned_name(tuned, {"task": "kl_grade", "stage": 2}, "kl_grade") == (tuned, 3)
+    # an encoder exported before stages were recorded: the chained suffixes tell its stage
+    legacy = f"{tuned} fine-tuned for kl_grade"
+    assert finetuned_name(legacy, {"task": "kl_grade"}, "kl_grade") == (tuned, 3)
+    # another task starts its own chain from the tuned encoder
+    assert finetuned_name(tuned, {"task": "kl_grade"}, "acl_tear") == (f"{tuned} fine-tuned for acl_tear", 1)
