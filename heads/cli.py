@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tuning: stored precision of the exported encoder",
     )  # fmt: skip
     p.add_argument(
+        "--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+        help="fine-tuning: bf16 autocast of the training forward (auto: where the CPU has native bf16)",
+    )  # fmt: skip
+    p.add_argument(
         "--max-epochs-this-call", type=int, default=None,
         help="fine-tuning: stop after N epochs (state saved in --out; run again to resume)",
     )  # fmt: skip
@@ -278,7 +282,7 @@ def _finetune(
         layer_decay=args.layer_decay, weight_decay=args.weight_decay, drop_path=args.drop_path,
         patience=args.patience, select=args.select, val_fraction=args.val_fraction,
         class_weighting=args.class_weighting, augment=not args.no_augment, hflip=not args.no_hflip,
-        seed=args.seed,
+        precision=args.precision, seed=args.seed,
     )  # fmt: skip
     result = finetune(
         encoder, task, dataset.split(args.train_split), _prep(task, encoder), ft, state_dir=args.out,

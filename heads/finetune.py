@@ -16,6 +16,9 @@ The recipe is the one used for ViT fine-tuning in BEiT / MAE / DINOv2 evaluation
   (:func:`heads.datasets.base.carve_validation`); the epoch with the best ``select`` score (validation
   loss, accuracy or quadratic weighted kappa) is kept, and training stops after ``patience`` epochs
   without improvement. The split that results are reported on is never looked at.
+* **Precision**: ``precision="bf16"`` (or ``"auto"`` on a CPU with native bf16,
+  :mod:`ssl_train.precision`) autocasts the training forward pass; the loss, the weights and the
+  optimiser stay float32, and the validation carve is always scored in float32.
 * **Resume**: with a ``state_dir`` the full state (weights, optimiser, best weights, history, RNG) is
   written atomically after every epoch; calling again with the same configuration and samples continues
   from the last finished epoch, and the result equals an uninterrupted run.
@@ -47,6 +50,7 @@ from heads.metrics import accuracy, quadratic_weighted_kappa
 from heads.modules import Head, build_head, compose_features
 from heads.registry import TaskSpec
 from heads.train import class_weights
+from ssl_train.precision import PRECISIONS, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,7 @@ class FineTuneConfig:
     scale: tuple[float, float] = (0.8, 1.0)
     rotate_deg: float = 10.0
     intensity: float = 0.15
+    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 autocast of the training forward where native)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -95,6 +100,8 @@ class FineTuneConfig:
             raise ValueError(f"select must be loss, accuracy or qwk, not {self.select!r}")
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {self.scale}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
         self.scale = (float(self.scale[0]), float(self.scale[1]))
@@ -312,6 +319,10 @@ def finetune(
     weights = class_weights(labels, task.num_classes, config.class_weighting)
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    bf16 = resolve_precision(config.precision, "cpu") == "bf16"
+    log.info(
+        "fine-tune %s: precision %s (requested %s)", task.name, "bf16" if bf16 else "fp32", config.precision
+    )
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
 
@@ -370,7 +381,9 @@ def finetune(
             idx = order[start : start + config.batch_size]
             images = train_x[idx]
             images = augment_batch(images, config, generator) if config.augment else images.float()
-            loss = head.loss(_forward(encoder, backbone, head, images, config.features), labels[idx], weights)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = _forward(encoder, backbone, head, images, config.features)
+            loss = head.loss(logits.float(), labels[idx], weights)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_grad is not None:

@@ -171,7 +171,7 @@ class TrainConfig:
 
     iterations_per_epoch: int | None = None
     max_iterations: int | None = None
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     strategy: Literal["ddp", "fsdp"] = "ddp"
     checkpoint_every: int = 500

@@ -18,7 +18,8 @@ EMA teacher, Gram teacher, centering buffers, optimizer, the torch / NumPy / Pyt
 process and the next iteration; resuming re-enters the epoch at that iteration, so it reproduces the
 uninterrupted run's losses exactly.
 
-Precision: with ``train.precision: bf16`` the whole forward pass (teacher, student, heads, losses -- the
+Precision: with ``train.precision: bf16`` (or ``auto`` on hardware with native bf16, see
+:mod:`ssl_train.precision`) the whole forward pass (teacher, student, heads, losses -- the
 losses upcast to float32 internally) runs under ``torch.autocast`` on the run's device type, CPU or CUDA;
 backward and the optimizer step run outside it, on float32 parameters.
 """
@@ -54,6 +55,7 @@ from ssl_train.data.dataset import item_seed
 from ssl_train.loss import sample_masks
 from ssl_train.meta_arch import HeadSpec, MetaArchConfig, SSLMetaArch
 from ssl_train.parallel import full_model_state, full_optimizer_state, load_full_state, shard_meta_arch
+from ssl_train.precision import resolve_precision
 from ssl_train.schedules import Schedules, apply_schedule, param_groups
 
 __all__ = [
@@ -623,7 +625,10 @@ def _fit(cfg: Config, info: DistInfo, resume_from: str | Path | None) -> FitResu
         )
     meta.train()
     grid = (cfg.crops.global_size // 16, cfg.crops.global_size // 16)
-    bf16 = cfg.train.precision == "bf16"
+    precision = resolve_precision(cfg.train.precision, info.device)
+    if info.is_main:
+        logger.info("precision: %s (train.precision=%s)", precision, cfg.train.precision)
+    bf16 = precision == "bf16"
     result = FitResult(run_dir=run_dir, start_iteration=start, end_iteration=start, total_iterations=total)
     progress = _Progress(cfg.train.progress, stop, start, info.is_main)
     last_layer = meta.last_layer_parameters()
@@ -802,7 +807,7 @@ def _evaluate(
                 max_bank=cfg.eval.max_bank,
                 max_query=cfg.eval.max_query,
                 batch_size=cfg.eval.batch_size,
-                autocast=cfg.train.precision == "bf16",
+                autocast=resolve_precision(cfg.train.precision, info.device) == "bf16",
             )
             result = {
                 "iteration": iteration - 1,

@@ -106,6 +106,24 @@ def test_finetune_updates_a_copy_of_the_encoder(shared_data: Path, tmp_path: Pat
     assert all(torch.equal(before[k], v) for k, v in encoder.model.state_dict().items())
 
 
+def test_bf16_autocast_trains_close_to_fp32_with_float32_weights(shared_data: Path, tmp_path: Path) -> None:
+    samples = _samples(shared_data)
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        config = FineTuneConfig(epochs=1, batch_size=8, warmup_epochs=0.5, precision=precision)
+        encoder = _encoder(tmp_path / precision)
+        runs[precision] = finetune(
+            encoder, get_task("kl_grade"), samples, Preprocessing("radiograph", 32), config
+        )
+    fp32, bf16 = (runs[p].history[0]["train_loss"] for p in ("fp32", "bf16"))
+    assert fp32 != bf16  # the forward really ran in bf16 ...
+    assert bf16 == pytest.approx(fp32, rel=0.05)  # ... and trained the same model, to bf16 rounding
+    weights = itertools.chain(runs["bf16"].backbone.parameters(), runs["bf16"].head.parameters())
+    assert all(p.dtype == torch.float32 for p in weights)
+    with pytest.raises(ValueError, match="precision"):
+        FineTuneConfig(precision="fp8")
+
+
 def test_resumed_finetune_equals_uninterrupted(shared_data: Path, tmp_path: Path) -> None:
     samples = _samples(shared_data)
     encoder = _encoder(tmp_path / "enc")
