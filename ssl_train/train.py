@@ -711,7 +711,7 @@ def _fit(cfg: Config, info: DistInfo, resume_from: str | Path | None) -> FitResu
                 and cfg.eval.every > 0
                 and (iteration % cfg.eval.every == 0 or iteration == stop)
             ):
-                evaluation = _evaluate(meta, cfg, info, iteration, sharded=sharded)
+                evaluation = _evaluate(meta, cfg, info, iteration, sharded=sharded, bf16=bf16)
                 if evaluation is not None:
                     result.evaluations.append(evaluation)
                     with metrics_path.open("a", encoding="utf-8") as handle:
@@ -767,7 +767,13 @@ def _save_checkpoint(
 
 
 def _evaluate(
-    meta: SSLMetaArch, cfg: Config, info: DistInfo, iteration: int, *, sharded: bool = False
+    meta: SSLMetaArch,
+    cfg: Config,
+    info: DistInfo,
+    iteration: int,
+    *,
+    sharded: bool = False,
+    bf16: bool = False,
 ) -> dict[str, Any] | None:
     """k-NN monitoring of the teacher backbone on the main process; the others wait.
 
@@ -807,7 +813,7 @@ def _evaluate(
                 max_bank=cfg.eval.max_bank,
                 max_query=cfg.eval.max_query,
                 batch_size=cfg.eval.batch_size,
-                autocast=resolve_precision(cfg.train.precision, info.device) == "bf16",
+                autocast=bf16,
             )
             result = {
                 "iteration": iteration - 1,
