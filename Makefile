@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)" "torchvision==$(TORCHVISION_VERSION)"
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,pretrained]"
 	@$(PY) -c "import torch, torchvision, timm; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)', torch.__version__" \
 	  || (echo "torch was replaced by another build; see README 'Install'" && false)
 	touch $(STAMP)

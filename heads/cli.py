@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="fine-tuning: no zoom/rotation/intensity jitter")
     p.add_argument("--no-hflip", action="store_true", help="fine-tuning: never flip left/right")
     p.add_argument(
+        "--label-smoothing", type=float, default=0.0, help="fine-tuning: cross-entropy label smoothing"
+    )
+    p.add_argument(
         "--select", default="loss", choices=("loss", "accuracy", "qwk"),
         help="fine-tuning: the validation-carve score that picks the epoch",
     )  # fmt: skip
@@ -282,7 +285,7 @@ def _finetune(
         layer_decay=args.layer_decay, weight_decay=args.weight_decay, drop_path=args.drop_path,
         patience=args.patience, select=args.select, val_fraction=args.val_fraction,
         class_weighting=args.class_weighting, augment=not args.no_augment, hflip=not args.no_hflip,
-        precision=args.precision, seed=args.seed,
+        label_smoothing=args.label_smoothing, precision=args.precision, seed=args.seed,
     )  # fmt: skip
     result = finetune(
         encoder, task, dataset.split(args.train_split), _prep(task, encoder), ft, state_dir=args.out,

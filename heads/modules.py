@@ -130,10 +130,18 @@ class Head(nn.Module):
     def forward_masked(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self(x)
 
-    def loss(self, logits: Tensor, target: Tensor, class_weights: Tensor | None = None) -> Tensor:
-        """Weighted cross-entropy, or for ordinal heads the mean of the K-1 binary "y > k" BCE terms."""
+    def loss(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        class_weights: Tensor | None = None,
+        *,
+        label_smoothing: float = 0.0,
+    ) -> Tensor:
+        """Weighted cross-entropy (with ``label_smoothing``), or for ordinal heads the mean of the K-1
+        binary "y > k" BCE terms (label smoothing does not apply to them)."""
         if not self.ordinal:
-            return F.cross_entropy(logits, target, weight=class_weights)
+            return F.cross_entropy(logits, target, weight=class_weights, label_smoothing=label_smoothing)
         ranks = torch.arange(self.num_classes - 1, device=logits.device)
         levels = (target[:, None] > ranks[None, :]).to(logits.dtype)
         per_sample = F.binary_cross_entropy_with_logits(logits, levels, reduction="none").sum(1)

