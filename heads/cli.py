@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-smoothing", type=float, default=0.0, help="fine-tuning: cross-entropy label smoothing"
     )
     p.add_argument(
+        "--tta", default="none", choices=("none", "hflip", "auto"),
+        help="fine-tuning: test-time augmentation the bundle asks for (auto: hflip where it scores better "
+        "on the validation carve)",
+    )  # fmt: skip
+    p.add_argument(
         "--select", default="loss", choices=("loss", "accuracy", "qwk"),
         help="fine-tuning: the validation-carve score that picks the epoch",
     )  # fmt: skip
@@ -96,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision", default="fp32", choices=("fp32", "bf16", "auto"),
         help="fine-tuning: bf16 autocast of the training forward (auto: where the CPU has native bf16)",
+    )  # fmt: skip
+    p.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"),
+        help="fine-tuning: where to train (auto: a CUDA device where there is one)",
     )  # fmt: skip
     p.add_argument(
         "--max-epochs-this-call", type=int, default=None,
@@ -159,7 +168,7 @@ def _dataset(args: argparse.Namespace, task: str) -> Any:
     return load_dataset(args.dataset, args.data, task=task, **options)
 
 
-def _prep(task: Any, encoder: Any) -> Any:
+def _prep(task: Any, encoder: Any, *, hflip: bool = False) -> Any:
     from heads.features import Preprocessing
 
     return Preprocessing(
@@ -168,15 +177,19 @@ def _prep(task: Any, encoder: Any) -> Any:
         patch=int(encoder.card.patch_size),
         slices=task.input.slices,
         strategy=task.input.strategy,
+        hflip=hflip,
     )
 
 
-def _features(args: argparse.Namespace, encoder: Any, task: Any, dataset: Any, splits: Sequence[str]) -> Any:
+def _features(
+    args: argparse.Namespace, encoder: Any, task: Any, dataset: Any, splits: Sequence[str], *,
+    hflip: bool = False,
+) -> Any:  # fmt: skip
     from heads.features import FeatureCache
 
     samples = dataset.split(*splits)
     return FeatureCache(args.cache).get_or_compute(
-        encoder, f"{dataset.name}-{'+'.join(splits)}", samples, _prep(task, encoder),
+        encoder, f"{dataset.name}-{'+'.join(splits)}", samples, _prep(task, encoder, hflip=hflip),
         batch_size=args.batch_size, progress=args.verbose,
     )  # fmt: skip
 
@@ -211,7 +224,7 @@ def _encoder(path: Path) -> Any:
 
 
 def cmd_list(_: argparse.Namespace) -> int:
-    from heads.registry import describe, list_tasks
+    from orthonode.tasks.registry import describe, list_tasks
 
     for spec in list_tasks():
         print(describe(spec))
@@ -219,7 +232,7 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from heads.registry import get_task
+    from orthonode.tasks.registry import get_task
 
     task = get_task(args.task)
     encoder = _encoder(args.encoder)
@@ -234,7 +247,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from heads.export import export_head
-    from heads.registry import get_task
+    from orthonode.tasks.registry import get_task
 
     task = get_task(args.task)
     encoder = _encoder(args.encoder)
@@ -277,7 +290,7 @@ def _finetune(
 ) -> int:
     """``heads fit --finetune``: train encoder and head, resumable from ``--out``; export both."""
     from heads.export import export_finetuned
-    from heads.finetune import FineTuneConfig, finetune
+    from heads.finetune import FineTuneConfig, choose_tta, finetune
 
     ft = FineTuneConfig(
         head=config.head, features=config.features, hparams=config.hparams, epochs=args.epochs,
@@ -285,7 +298,7 @@ def _finetune(
         layer_decay=args.layer_decay, weight_decay=args.weight_decay, drop_path=args.drop_path,
         patience=args.patience, select=args.select, val_fraction=args.val_fraction,
         class_weighting=args.class_weighting, augment=not args.no_augment, hflip=not args.no_hflip,
-        label_smoothing=args.label_smoothing, precision=args.precision, seed=args.seed,
+        label_smoothing=args.label_smoothing, precision=args.precision, device=args.device, seed=args.seed,
     )  # fmt: skip
     result = finetune(
         encoder, task, dataset.split(args.train_split), _prep(task, encoder), ft, state_dir=args.out,
@@ -295,6 +308,7 @@ def _finetune(
     if not finished:
         print(f"stopped after epoch {len(result.history)} of {ft.epochs}; run the same command to resume")
         return 0
+    tta = choose_tta(args.tta, result.tta_carve, ft.select)
     training = {
         "finetune": ft.as_dict(),
         "best_epoch": result.best_epoch,
@@ -303,22 +317,25 @@ def _finetune(
         "n_train": result.n_train,
         "n_val": result.n_val,
         "data": summary,
+        "tta_carve": result.tta_carve,
+        "tta": {"requested": args.tta, "chosen": tta},
     }
     import torch
 
     encoder_dir, bundle = export_finetuned(
         task, result.backbone, result.head, encoder, args.out, version=args.version, features=ft.features,
-        training=training, dtype=getattr(torch, args.encoder_dtype),
+        training=training, dtype=getattr(torch, args.encoder_dtype), tta=tta,
     )  # fmt: skip
+    print(f"test-time augmentation: {tta} (carve: {json.dumps(result.tta_carve)})")
     print(f"fine-tuned encoder: {encoder_dir}")
     print(f"bundle: {bundle}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from heads.bundle import load_bundle
     from heads.evaluate import build_report, evaluate_head_on, write_report
-    from heads.registry import get_task
+    from orthonode.tasks.bundle import load_bundle
+    from orthonode.tasks.registry import get_task
 
     encoder = _encoder(args.encoder)
     loaded = load_bundle(args.bundle, encoder_fingerprint=encoder.fingerprint)
@@ -327,14 +344,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.split == loaded.card.head.training.get("data", {}).get("split"):
         raise ValueError(f"refusing to report on the training split {args.split!r}")
     features = _features(args, encoder, task, dataset, [args.split])
+    mirrored = None
+    if loaded.card.input.tta == "hflip":  # the bundle is scored as the node runs it
+        mirrored = _features(args, encoder, task, dataset, [args.split], hflip=True)
     result, probs = evaluate_head_on(
-        task, loaded.head, features, loaded.card.input.features, n_boot=args.n_boot, seed=args.seed
-    )
+        task, loaded.head, features, loaded.card.input.features, n_boot=args.n_boot, seed=args.seed,
+        mirrored=mirrored,
+    )  # fmt: skip
     report = build_report(
         task, result, dataset=dataset.name, split=args.split, real=not args.fixture,
         encoder={"fingerprint": encoder.fingerprint, "name": encoder.card.name},
         head={"bundle": loaded.path.name, "kind": loaded.card.head.kind,
-              "features": loaded.card.input.features},
+              "features": loaded.card.input.features, "tta": loaded.card.input.tta},
     )  # fmt: skip
     files = write_report(report, args.out, task=task, y_true=features.labels.numpy(), probs=probs)
     print((args.out / "results.md").read_text(encoding="utf-8"))
@@ -345,8 +366,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_knn(args: argparse.Namespace) -> int:
     """k-NN accuracy and QWK of the queries, with patient-bootstrap 95% intervals (no training at all)."""
     from heads.metrics import accuracy, patient_bootstrap, quadratic_weighted_kappa
-    from heads.registry import get_task
-    from ssl_train.knn import knn_classify
+    from orthonode.inference.knn import knn_classify
+    from orthonode.tasks.registry import get_task
 
     if args.bank_split == args.split:
         raise ValueError("the k-NN bank and the queries must be different splits")
@@ -374,8 +395,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from heads.evaluate import build_report, evaluate_head_on, label_efficiency_sweep, write_report
-    from heads.registry import get_task
     from heads.train import fit_head
+    from orthonode.tasks.registry import get_task
 
     task = get_task(args.task)
     encoder = _encoder(args.encoder)
@@ -399,9 +420,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from heads.bundle import load_bundle, make_card, random_bundle, save_bundle
     from heads.export import _metrics_of
-    from heads.registry import get_task
+    from orthonode.tasks.bundle import load_bundle, make_card, random_bundle, save_bundle
+    from orthonode.tasks.registry import get_task
 
     if args.random:
         if not args.task or not args.encoder:
@@ -427,7 +448,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         encoder_name=card.encoder.name, img_size=card.input.img_size, patch=card.input.patch,
         features=card.input.features, version=args.version or card.version, trained=card.trained,
         name=card.name, thresholds=dict(card.thresholds), training=dict(card.head.training),
-        metrics=metrics, evaluated_on=evaluated,
+        metrics=metrics, evaluated_on=evaluated, tta=card.input.tta,
     )  # fmt: skip
     path = save_bundle(loaded.head, new, args.out, overwrite=args.overwrite)
     print(f"exported {path}")
@@ -451,8 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    from heads.bundle import BundleError
     from heads.datasets.base import DatasetError
+    from orthonode.tasks.bundle import BundleError
 
     try:
         return COMMANDS[args.command](args)

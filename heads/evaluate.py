@@ -25,8 +25,9 @@ import numpy as np
 
 from heads import metrics as M  # noqa: N812
 from heads.features import FeatureSet
-from heads.registry import TaskSpec
 from heads.train import FitConfig, fit_head, predict_proba
+from orthonode.tasks import tta
+from orthonode.tasks.registry import TaskSpec
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 
@@ -91,10 +92,23 @@ def evaluate_probabilities(
 
 
 def evaluate_head_on(
-    task: TaskSpec, head: Any, features: FeatureSet, mode: str, *, n_boot: int = 1000, seed: int = 0
+    task: TaskSpec,
+    head: Any,
+    features: FeatureSet,
+    mode: str,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    mirrored: FeatureSet | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """``(results, probabilities)`` of a trained head on a feature set."""
+    """``(results, probabilities)`` of a trained head on a feature set; with the features of the mirrored
+    images (``mirrored``, same samples and order) the probabilities are combined as the node's ``hflip``
+    test-time augmentation combines them (:func:`orthonode.tasks.tta.combine`)."""
     probs = predict_proba(head, features, mode)
+    if mirrored is not None:
+        if mirrored.keys != features.keys:
+            raise ValueError("the mirrored features are not of the same samples")
+        probs = tta.combine([probs, predict_proba(head, mirrored, mode)])
     return evaluate_probabilities(
         task, features.labels.numpy(), probs, features.patients, n_boot=n_boot, seed=seed
     ), probs

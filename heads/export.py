@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from heads.bundle import encoder_fields, make_card, save_bundle
-from heads.modules import Head
-from heads.registry import TaskSpec
+from orthonode.tasks.bundle import encoder_fields, make_card, save_bundle
+from orthonode.tasks.modules import Head
+from orthonode.tasks.registry import TaskSpec
 
 
 def _metrics_of(report: dict[str, Any] | None) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
@@ -44,8 +44,10 @@ def export_head(
     report: dict[str, Any] | None = None,
     threshold: float = 0.5,
     overwrite: bool = False,
+    tta: str = "none",
 ) -> Path:
-    """Write the bundle of a trained ``head`` for ``task`` on ``encoder`` (an ``Encoder``)."""
+    """Write the bundle of a trained ``head`` for ``task`` on ``encoder`` (an ``Encoder``); ``tta`` is the
+    test-time augmentation the node applies with it (:mod:`orthonode.tasks.tta`)."""
     metrics, evaluated = _metrics_of(report)
     card = make_card(
         task,
@@ -58,6 +60,7 @@ def export_head(
         training=training,
         metrics=metrics,
         evaluated_on=evaluated,
+        tta=tta,
     )
     return save_bundle(head, card, out_root, overwrite=overwrite)
 
@@ -90,6 +93,7 @@ def export_finetuned(
     training: dict[str, Any] | None = None,
     report: dict[str, Any] | None = None,
     dtype: torch.dtype = torch.float32,
+    tta: str = "none",
 ) -> tuple[Path, Path]:
     """Export the fine-tuned encoder to ``out_root/encoder-<task>-<version>/`` and the head bundle.
 
@@ -115,6 +119,7 @@ def export_finetuned(
     )
     tuned = load_encoder(encoder_dir)
     bundle = export_head(
-        task, head, tuned, out_root, version=version, features=features, training=training, report=report
-    )
+        task, head, tuned, out_root, version=version, features=features, training=training, report=report,
+        tta=tta,
+    )  # fmt: skip
     return encoder_dir, bundle

@@ -1,7 +1,7 @@
 """Frozen encoder features, computed once per (encoder fingerprint, dataset, preprocessing) and cached.
 
 A :class:`FeatureSet` holds, per sample, the final CLS token and the mean of the patch tokens (what the
-heads read, see :func:`heads.modules.compose_features`), plus labels, patient keys, sample keys and
+heads read, see :func:`orthonode.tasks.modules.compose_features`), plus labels, patient keys, sample keys and
 splits. For MRI slice sets both are ``[N, S, D]`` with a slice mask ``[N, S]`` (volumes with fewer than
 ``S`` slices are zero-padded and masked).
 
@@ -30,8 +30,9 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 
 from heads.datasets.base import Sample, load_sample, samples_digest
-from heads.modules import compose_features
 from orthonode.inference.preprocess import fit_to_square, select_slices
+from orthonode.tasks import tta
+from orthonode.tasks.modules import compose_features
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +63,22 @@ class Preprocessing:
     patch: int = 16
     slices: int | None = None
     strategy: str | None = None
+    #: The left-right mirror of each radiograph (the second view of ``hflip`` test-time augmentation).
+    hflip: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("radiograph", "mri_slices"):
             raise ValueError(f"unknown input kind {self.kind!r}")
         if self.kind == "mri_slices" and (not self.slices or not self.strategy):
             raise ValueError("MRI preprocessing needs a slice count and a strategy")
+        if self.kind == "mri_slices" and self.hflip:
+            raise ValueError("the mirrored view applies to radiographs only")
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.hflip:  # the unmirrored preprocessing keeps the digest it always had
+            del out["hflip"]
+        return out
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
@@ -82,6 +90,8 @@ def model_input(pixels: np.ndarray, prep: Preprocessing) -> tuple[np.ndarray, in
         if pixels.ndim != 2:
             raise ValueError(f"a radiograph input must be [H, W], got shape {pixels.shape}")
         square, _ = fit_to_square(pixels, prep.img_size, patch=prep.patch)
+        if prep.hflip:
+            square = np.asarray(tta.mirror(square))
         return square[None], 1
     if pixels.ndim != 3:
         raise ValueError(f"an MRI input must be [S, H, W], got shape {pixels.shape}")

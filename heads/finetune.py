@@ -17,7 +17,7 @@ The recipe is the one used for ViT fine-tuning in BEiT / MAE / DINOv2 evaluation
   loss, accuracy or quadratic weighted kappa) is kept, and training stops after ``patience`` epochs
   without improvement. The split that results are reported on is never looked at.
 * **Precision**: ``precision="bf16"`` (or ``"auto"`` on a CPU with native bf16,
-  :mod:`ssl_train.precision`) autocasts the training forward pass; the loss, the weights and the
+  :mod:`orthonode.inference.precision`) autocasts the training forward pass; the loss, the weights and the
   optimiser stay float32, and the validation carve is always scored in float32.
 * **Resume**: with a ``state_dir`` the full state (weights, optimiser, best weights, history, RNG) is
   written atomically after every epoch; calling again with the same configuration and samples continues
@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
@@ -47,12 +48,14 @@ from torch.nn import functional
 from heads.datasets.base import Sample, carve_validation, load_sample, samples_digest
 from heads.features import Preprocessing, model_input
 from heads.metrics import accuracy, quadratic_weighted_kappa
-from heads.modules import Head, build_head, compose_features
-from heads.registry import TaskSpec
 from heads.train import class_weights
 from orthonode.inference.backbones import is_vit
+from orthonode.inference.device import resolve_device
 from orthonode.inference.encoder import forward_tokens
-from ssl_train.precision import PRECISIONS, resolve_precision
+from orthonode.inference.precision import PRECISIONS, resolve_precision
+from orthonode.tasks import tta
+from orthonode.tasks.modules import Head, build_head, compose_features
+from orthonode.tasks.registry import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ __all__ = [
     "FineTuneConfig",
     "FineTuneResult",
     "augment_batch",
+    "carve_tta_scores",
+    "choose_tta",
     "decode_squares",
     "finetune",
     "layer_decay_param_groups",
@@ -96,6 +101,7 @@ class FineTuneConfig:
     intensity: float = 0.15
     label_smoothing: float = 0.0  # cross-entropy heads only (Szegedy et al. 2016)
     precision: str = "fp32"  # fp32 | bf16 | auto (bf16 autocast of the training forward where native)
+    device: str = "auto"  # auto | cpu | cuda (orthonode.inference.device); not part of the resume identity
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -127,6 +133,8 @@ class FineTuneResult:
     n_train: int = 0
     n_val: int = 0
     resumed_from_epoch: int = 0
+    #: Scores of the kept model on the validation carve per test-time augmentation (``none``, ``hflip``).
+    tta_carve: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------- parameters
@@ -262,7 +270,7 @@ def augment_batch(images: Tensor, config: FineTuneConfig, generator: torch.Gener
 
 
 def _forward(encoder: Any, backbone: nn.Module, head: Head, images: Tensor, mode: str) -> Tensor:
-    x = encoder.prepare(images)
+    x = encoder.prepare(images).to(next(backbone.parameters()).device)
     if not is_vit(backbone):
         x = x.contiguous(memory_format=torch.channels_last)
     pooled, positions = forward_tokens(backbone, x)
@@ -274,16 +282,17 @@ def _logits(encoder: Any, backbone: nn.Module, head: Head, x: Tensor, mode: str,
     backbone.eval()
     head.eval()
     chunks = [x[i : i + batch].float() for i in range(0, x.shape[0], batch)]
-    return torch.cat([_forward(encoder, backbone, head, chunk, mode) for chunk in chunks])
+    return torch.cat([_forward(encoder, backbone, head, chunk, mode).float().cpu() for chunk in chunks])
 
 
 # ---------------------------------------------------------------------------------------- resume
 
 
 def _fingerprint(config: FineTuneConfig, samples: Sequence[Sample], encoder: Any, prep: Preprocessing) -> str:
+    identity = {k: v for k, v in config.as_dict().items() if k != "device"}
     blob = json.dumps(
         {
-            "config": config.as_dict(),
+            "config": identity,
             "samples": samples_digest(samples),
             "encoder": getattr(encoder, "fingerprint", ""),
             "prep": prep.as_dict(),
@@ -331,24 +340,28 @@ def finetune(
     train, val = carve_validation(train_samples, config.val_fraction, config.seed)
     if not val:
         raise ValueError("fine-tuning needs a validation carve: val_fraction is 0 or there is one patient")
-    backbone: nn.Module = copy.deepcopy(encoder.model).float()
+    device = resolve_device(config.device)
+    backbone: nn.Module = copy.deepcopy(encoder.model).float().to(device)
     if not is_vit(backbone):  # oneDNN's convolutions are about 1.7x faster in NHWC on a CPU
         backbone = backbone.to(memory_format=torch.channels_last)
     set_drop_path(backbone, config.drop_path)
     in_dim = encoder.embed_dim * (2 if config.features == "cls+meanpatch" else 1)
-    head = build_head(config.head, in_dim, task.num_classes, **config.hparams)
+    head = build_head(config.head, in_dim, task.num_classes, **config.hparams).to(device)
     groups = layer_decay_param_groups(
         backbone, head, lr=config.lr, layer_decay=config.layer_decay, weight_decay=config.weight_decay
     )
     optimiser = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups])
     labels = torch.tensor([s.label for s in train])
     weights = class_weights(labels, task.num_classes, config.class_weighting)
+    weights = weights.to(device) if weights is not None else None
+    labels = labels.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    bf16 = resolve_precision(config.precision, "cpu") == "bf16"
+    bf16 = resolve_precision(config.precision, device) == "bf16"
     log.info(
-        "fine-tune %s: precision %s (requested %s)", task.name, "bf16" if bf16 else "fp32", config.precision
-    )
+        "fine-tune %s: on %s, precision %s (requested %s)", task.name, device, "bf16" if bf16 else "fp32",
+        config.precision,
+    )  # fmt: skip
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
 
@@ -406,8 +419,9 @@ def finetune(
                 group["lr"] = lr * group["lr_scale"]
             idx = order[start : start + config.batch_size]
             images = train_x[idx]
+            idx = idx.to(device)
             images = augment_batch(images, config, generator) if config.augment else images.float()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = _forward(encoder, backbone, head, images, config.features)
             loss = head.loss(logits.float(), labels[idx], weights, label_smoothing=config.label_smoothing)
             optimiser.zero_grad(set_to_none=True)
@@ -419,7 +433,7 @@ def finetune(
             total += float(loss.detach()) * idx.numel()
         epoch += 1
         logits = _logits(encoder, backbone, head, val_x, config.features, max(config.batch_size, 64))
-        val_loss = float(head.loss(logits, val_y, weights))
+        val_loss = float(head.loss(logits, val_y, None if weights is None else weights.cpu()))
         predicted = head.probabilities_from_logits(logits).argmax(dim=1).numpy()
         record = {
             "epoch": epoch,
@@ -470,7 +484,55 @@ def finetune(
     set_drop_path(backbone, 0.0)
     backbone.eval()
     head.eval()
+    if device.type != "cpu":  # results, exports and the node's heads live on the CPU
+        backbone, head = backbone.cpu(), head.cpu()
+    carve = carve_tta_scores(encoder, backbone, head, val_x, val_y, task, config)
     return FineTuneResult(
         backbone, head, config, best_epoch, history, n_train=len(train), n_val=len(val),
-        resumed_from_epoch=resumed_from,
+        resumed_from_epoch=resumed_from, tta_carve=carve,
     )  # fmt: skip
+
+
+def carve_tta_scores(
+    encoder: Any, backbone: nn.Module, head: Head, val_x: Tensor, val_y: Tensor, task: TaskSpec,
+    config: FineTuneConfig,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Loss (NLL of the combined probabilities), accuracy and QWK on the carve for each TTA mode."""
+    batch = max(config.batch_size, 64)
+    truth = val_y.numpy()
+    out: dict[str, dict[str, float]] = {}
+    for mode in tta.TTA_MODES:
+        probs = tta.combine(
+            [
+                head.probabilities_from_logits(
+                    _logits(encoder, backbone, head, torch.as_tensor(view), config.features, batch)
+                )
+                .double()
+                .numpy()
+                for view in tta.views(val_x, mode)
+            ]
+        )
+        predicted = probs.argmax(axis=1)
+        nll = float(-np.log(np.clip(probs[np.arange(len(truth)), truth], 1e-12, None)).mean())
+        out[mode] = {
+            "loss": nll,
+            "accuracy": accuracy(truth, predicted),
+            "qwk": quadratic_weighted_kappa(truth, predicted, k=task.num_classes)
+            if task.ordinal
+            else float("nan"),
+        }
+    return out
+
+
+def choose_tta(requested: str, carve: dict[str, dict[str, float]], select: str) -> str:
+    """``requested``, or for ``"auto"`` the mode with the better carve ``select`` score (``none`` if tied)."""
+    if requested != "auto":
+        return tta.check_mode(requested)
+    if not carve:
+        return "none"
+
+    def score(mode: str) -> float:
+        value = carve[mode][select]
+        return -value if select == "loss" else value
+
+    return "hflip" if score("hflip") > score("none") + 1e-9 else "none"

@@ -1,6 +1,6 @@
 """Training of task heads: probes on cached features, attention pooling for MRI, full fine-tuning.
 
-* :func:`fit_head` trains a :class:`~heads.modules.Head` on a :class:`~heads.features.FeatureSet`
+* :func:`fit_head` trains a :class:`~orthonode.tasks.modules.Head` on a :class:`~heads.features.FeatureSet`
   (linear probe, MLP, ordinal, or attention pooling over slice sets) with AdamW, optional class
   weighting (``"balanced"``: ``w_c = N / (K n_c)``), and early stopping on a validation set carved by
   patient from the TRAINING patients (:func:`heads.datasets.base.carve_validation`); the split results
@@ -22,8 +22,8 @@ from torch import Tensor
 
 from heads.datasets.base import Sample, carve_validation
 from heads.features import FeatureSet
-from heads.modules import Head, build_head
-from heads.registry import TaskSpec
+from orthonode.tasks.modules import Head, build_head
+from orthonode.tasks.registry import TaskSpec
 
 log = logging.getLogger(__name__)
 

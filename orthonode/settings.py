@@ -144,6 +144,9 @@ class Settings(BaseSettings):
         default="off", description="bf16 autocast of the encoder on CPUs with native bf16 ('auto')"
     )
     inference_threads: int | None = Field(default=None, ge=1, le=256, description="torch intra-op threads")
+    inference_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="'auto': the first CUDA device where there is one, else the CPU"
+    )
 
     # Delivery of the results (orthonode.send).
     delivery_max_attempts: int = Field(default=12, ge=1, description="Then FAILED until `orthonode retry`")

@@ -19,7 +19,7 @@ process and the next iteration; resuming re-enters the epoch at that iteration, 
 uninterrupted run's losses exactly.
 
 Precision: with ``train.precision: bf16`` (or ``auto`` on hardware with native bf16, see
-:mod:`ssl_train.precision`) the whole forward pass (teacher, student, heads, losses -- the
+:mod:`orthonode.inference.precision`) the whole forward pass (teacher, student, heads, losses -- the
 losses upcast to float32 internally) runs under ``torch.autocast`` on the run's device type, CPU or CUDA;
 backward and the optimizer step run outside it, on float32 parameters.
 """
@@ -48,6 +48,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from orthonode.inference.precision import resolve_precision
 from ssl_train.augment import MultiCropAugment
 from ssl_train.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from ssl_train.data import ManifestDataset
@@ -55,7 +56,6 @@ from ssl_train.data.dataset import item_seed
 from ssl_train.loss import sample_masks
 from ssl_train.meta_arch import HeadSpec, MetaArchConfig, SSLMetaArch
 from ssl_train.parallel import full_model_state, full_optimizer_state, load_full_state, shard_meta_arch
-from ssl_train.precision import resolve_precision
 from ssl_train.schedules import Schedules, apply_schedule, param_groups
 
 __all__ = [

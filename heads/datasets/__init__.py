@@ -46,7 +46,7 @@ def load_dataset(kind: str, path: Path, *, task: str, **options: Any) -> Labelle
         return load_chen_kl(path, task=task, **options)
     if kind == "csv":
         from heads.datasets.csv_manifest import load_csv_manifest
-        from heads.registry import get_task
+        from orthonode.tasks.registry import get_task
 
         return load_csv_manifest(path, task=task, labels=get_task(task).labels, **options)
     if kind == "mrnet":

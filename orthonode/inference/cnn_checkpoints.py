@@ -250,7 +250,7 @@ def convnext_arch_of(state_dict: Mapping[str, Tensor]) -> str:
         pattern = re.compile(rf"^stages\.{stage}\.blocks\.(\d+)\.")
         blocks = {int(m.group(1)) for k in state_dict if (m := pattern.match(k))}
         depths.append(len(blocks))
-    known = {
+    known: dict[tuple[tuple[int, ...], tuple[int, ...]], str] = {
         ((1, 1, 1, 1), (8, 16, 24, 32)): "convnext_test",
         ((3, 3, 9, 3), (96, 192, 384, 768)): "convnext_tiny",
         ((3, 3, 27, 3), (96, 192, 384, 768)): "convnext_small",

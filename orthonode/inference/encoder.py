@@ -72,6 +72,7 @@ from orthonode.inference.cnn_checkpoints import (
     dinov3_convnext_to_timm,
     efficientnet_pytorch_to_timm,
 )
+from orthonode.inference.precision import bf16_native
 
 log = logging.getLogger(__name__)
 
@@ -541,16 +542,6 @@ def forward_tokens(model: Backbone, x: Tensor) -> tuple[Tensor, Tensor]:
     else:
         pooled = fmap.mean((2, 3))
     return pooled, fmap.flatten(2).transpose(1, 2)
-
-
-def bf16_native(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively: on CUDA, ``torch.cuda.is_bf16_supported()``; on a
-    CPU, AVX512-BF16 or AMX tiles (without them oneDNN emulates bf16, slower than fp32)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return False
 
 
 class Encoder:

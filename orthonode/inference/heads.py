@@ -1,6 +1,6 @@
 """The node's installed task heads: find head bundles, pick those a pipeline runs, and run them.
 
-Bundles (``heads.bundle``, format ``orthonode-head/1``) are directories ``<task>-<version>/`` with
+Bundles (``orthonode.tasks.bundle``, format ``orthonode-head/1``) are directories ``<task>-<version>/`` with
 ``head.json`` + ``head.safetensors``, anywhere up to two levels below the models directory (e.g.
 ``models/heads/kl_grade-1.0.0/``). :meth:`HeadRegistry.scan` lists them without loading weights;
 :meth:`HeadRegistry.for_pipeline` loads the heads a pipeline runs (``knee_radiograph`` -> the knee
@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from heads.bundle import CARD_FILE, BundleError, HeadCard, load_bundle, read_card
-from heads.modules import Head, compose_features
-from heads.registry import PIPELINES
+from orthonode.tasks import tta
+from orthonode.tasks.bundle import CARD_FILE, BundleError, HeadCard, load_bundle, read_card
+from orthonode.tasks.modules import Head, compose_features
+from orthonode.tasks.registry import PIPELINES
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,17 @@ class InstalledHead:
                 f"got {tuple(x.shape)}"
             )
         return self.head.probabilities(x, mask).numpy().astype(np.float64)
+
+    def predict_with_tta(self, output: Any, mirrored: Any = None) -> np.ndarray:
+        """Probabilities ``[B, K]`` as the card's test-time augmentation asks (:mod:`orthonode.tasks.tta`):
+        of ``output`` alone, or for ``hflip`` combined with those of ``mirrored``, the encoder's output for
+        the left-right mirrored images in the same order."""
+        if self.card.input.tta == "none":
+            return self.predict_array(output)
+        if mirrored is None:
+            raise BundleError(f"{self.card.dirname}: test-time augmentation {self.card.input.tta} needs the "
+                              "mirrored images' features")  # fmt: skip
+        return tta.combine([self.predict_array(output), self.predict_array(mirrored)])
 
     def predict(self, features: Any, mask: Tensor | None = None) -> list[dict[str, float]]:
         """Per-label probabilities, one mapping ``label -> p`` per sample."""

@@ -7,7 +7,7 @@ decodes it (its 12-bit IJG build), so for that syntax we call GDCM's reader dire
 
 Intensities are *not* handled here: the grayscale pipeline of PS3.3 C.11 (Modality LUT, VOI LUT / window
 with VOI LUT Function, MONOCHROME1 inversion) and the per-volume robust percentile window live in
-:mod:`ssl_train.data.intensity`, so that the node sees exactly the pixels the encoder was pretrained on.
+:mod:`orthonode.inference.intensity`, so that the node sees exactly the pixels the encoder was pretrained on.
 This module adds what the node needs around it:
 
 * :func:`load_radiograph` -- one projection image (first frame of a multi-frame instance), with its pixel
@@ -38,7 +38,7 @@ from pydicom.uid import JPEGExtended12Bit
 
 from orthonode.errors import OrthonodeError
 from orthonode.inference.findings import SourceImage
-from ssl_train.data.intensity import (
+from orthonode.inference.intensity import (
     DEFAULT_PERCENTILES,
     dicom_frame_to_unit,
     modality_family,
@@ -350,11 +350,11 @@ def _colour_to_unit(pixels: np.ndarray, ds: Dataset, photometric: str) -> np.nda
 def load_radiograph(path: Path) -> Radiograph:
     """One projection radiograph as float32 ``[H, W]`` in ``[0, 1]``, bone bright.
 
-    Grayscale frames go through :func:`ssl_train.data.intensity.radiograph_to_unit` (Modality LUT, first VOI
-    LUT item or first window with its VOI LUT Function, MONOCHROME1 inverted; a robust percentile window
-    when the instance carries no VOI). A multi-frame instance gives its first frame (recorded in ``notes``
-    and in ``source.frame_number``); the functional groups of an enhanced instance supply that frame's
-    rescale and window. Colour images (RGB, YBR, PALETTE COLOR) give their luminance.
+    Grayscale frames go through :func:`orthonode.inference.intensity.radiograph_to_unit` (Modality LUT,
+    first VOI LUT item or first window with its VOI LUT Function, MONOCHROME1 inverted; a robust
+    percentile window when the instance carries no VOI). A multi-frame instance gives its first frame
+    (recorded in ``notes`` and in ``source.frame_number``); the functional groups of an enhanced instance
+    supply that frame's rescale and window. Colour images (RGB, YBR, PALETTE COLOR) give their luminance.
 
     Raises:
         DecodeError: the file is not DICOM, has no pixels, cannot be decoded, or its frame is not 2-D.
@@ -414,7 +414,7 @@ class Volume:
 
     Attributes:
         voxels: float32 ``[S, H, W]`` in ``[0, 1]``: Modality LUT, then one robust percentile window over the
-            whole stack (:func:`ssl_train.data.intensity.percentile_range`), MONOCHROME1 inverted.
+            whole stack (:func:`orthonode.inference.intensity.percentile_range`), MONOCHROME1 inverted.
         positions: float64 ``[S, 3]`` Image Position (Patient) of each slice (mm, patient LPS).
         normal: float64 ``[3]`` unit slice normal, row cosines x column cosines (PS3.3 C.7.6.2.1.1).
         orientation: the six Image Orientation (Patient) cosines of the stack (row, then column direction).
@@ -623,8 +623,8 @@ def load_volume(paths: Sequence[Path], *, percentiles: tuple[float, float] = DEF
     slices with one size, orientation and pixel spacing (the others are reported in ``notes``); order it by
     the projection of Image Position (Patient) on the slice normal (PS3.3 C.7.6.2.1.1; Instance Number only
     breaks ties); decode; map intensities with one robust percentile window over the whole stack
-    (:func:`ssl_train.data.intensity.dicom_frame_to_unit` with the volume range). Slices that fail to decode
-    are dropped and noted.
+    (:func:`orthonode.inference.intensity.dicom_frame_to_unit` with the volume range). Slices that fail to
+    decode are dropped and noted.
 
     Args:
         paths: the files of one series, in any order.

@@ -35,12 +35,14 @@ import numpy as np
 import torch
 from pydicom.sr.coding import Code
 
+from orthonode.inference.device import resolve_device
 from orthonode.inference.encoder import Encoder, EncoderOutput, load_encoder
 from orthonode.inference.findings import Finding, ModelIdentity, SourceImage
 from orthonode.inference.heads import HeadRegistry, InstalledHead
 from orthonode.inference.loading import DecodeError, Radiograph, Volume, load_radiograph, load_volume
 from orthonode.inference.preprocess import Placement, fit_to_square, select_slices
 from orthonode.settings import Settings
+from orthonode.tasks import tta
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,11 @@ class Models:
         encoder_dir = root / ENCODER_SUBDIR
         if not encoder_dir.exists():
             raise NoModelInstalled(f"no encoder in {encoder_dir} (see README 'Models')")
-        encoder = load_encoder(encoder_dir, autocast=settings.inference_autocast)
+        encoder = load_encoder(
+            encoder_dir,
+            autocast=settings.inference_autocast,
+            device=resolve_device(settings.inference_device),
+        )
         return cls(root, encoder, HeadRegistry(root / HEADS_SUBDIR))
 
     def heads_for(self, pipeline: str) -> list[InstalledHead]:
@@ -116,7 +122,7 @@ class Models:
 
 
 _models_lock = threading.Lock()
-_models_cache: dict[tuple[Path, str], Models] = {}
+_models_cache: dict[tuple[Path, str, str], Models] = {}
 
 
 def models_root(settings: Settings) -> Path:
@@ -126,7 +132,7 @@ def models_root(settings: Settings) -> Path:
 def models_for(settings: Settings) -> Models:
     """The models of ``settings.models_dir`` (or the packaged default), cached per process."""
     root = models_root(settings)
-    key = (root, settings.inference_autocast)
+    key = (root, settings.inference_autocast, settings.inference_device)
     with _models_lock:
         if key not in _models_cache:
             if settings.inference_threads:
@@ -134,10 +140,11 @@ def models_for(settings: Settings) -> Models:
             _models_cache[key] = Models.load(root, settings)
             models = _models_cache[key]
             log.info(
-                "models loaded from %s: encoder %s (%s), heads: %s",
+                "models loaded from %s: encoder %s (%s) on %s, heads: %s",
                 root,
                 models.encoder.card.name,
                 models.encoder.fingerprint,
+                models.encoder.device,
                 "; ".join(models.describe()) or "none",
             )
         return _models_cache[key]
@@ -227,12 +234,18 @@ def _radiograph_route(
     if not views:
         out.failures.append(f"{route['pipeline']}: no decodable image")
         return
+    squares = np.stack([v.square for v in views])[:, None]
     with out.times.stage("encode"):
-        embedded = encoder.embed(np.stack([v.square for v in views])[:, None], batch_size=batch_size)
+        embedded = encoder.embed(squares, batch_size=batch_size)
+        mirrored = (
+            encoder.embed(tta.mirror(squares), batch_size=batch_size)
+            if any(h.card.input.tta == "hflip" for h in heads)
+            else None
+        )
     saliency = encoder.saliency(embedded)
     for head in heads:
         with out.times.stage("heads"):
-            probs = head.predict_array(embedded)  # [views, labels]
+            probs = head.predict_with_tta(embedded, mirrored)  # [views, labels]
         by_side: dict[str | None, list[int]] = defaultdict(list)
         for i, view in enumerate(views):
             by_side[view.side].append(i)

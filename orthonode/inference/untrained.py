@@ -24,7 +24,7 @@ def write_untrained_models(
     seed: int = 0,
 ) -> Path:
     """``root/encoder`` (random ``arch``) and ``root/heads/<task>-untrained`` for each task; returns root."""
-    from heads.bundle import random_bundle
+    from orthonode.tasks.bundle import random_bundle
 
     torch.manual_seed(seed)
     model = create_backbone(arch, img_size=img_size)

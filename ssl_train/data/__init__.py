@@ -2,7 +2,7 @@
 
 * :mod:`ssl_train.data.scan` -- DICOM / NIfTI / PNG / JPEG folders to a manifest of 2-D images with hashed
   patient keys and patient-level train / val splits.
-* :mod:`ssl_train.data.intensity` -- stored pixels to float32 ``[0, 1]`` (DICOM PS3.3 C.11 LUTs,
+* :mod:`orthonode.inference.intensity` -- stored pixels to float32 ``[0, 1]`` (DICOM PS3.3 C.11 LUTs,
   MONOCHROME1, per-volume percentile windows for MR, ``/255`` for 8-bit rasters).
 * :mod:`ssl_train.data.dataset` -- a torch ``Dataset`` of ``[1, H, W]`` tensors with a decoded-slice cache.
 """

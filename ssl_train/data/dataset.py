@@ -1,9 +1,9 @@
 """A torch ``Dataset`` over a scan manifest: single-channel float images ``[1, H, W]`` in ``[0, 1]``.
 
 Each item decodes one manifest row (DICOM frame, NIfTI slice, PNG / JPEG) through the per-modality intensity
-path of :mod:`ssl_train.data.intensity` (volumes with the window the scanner stored for the whole series),
-optionally shrinks it so that its longer side is at most ``max_side`` (antialiased), and returns it as a
-``[1, H, W]`` float32 tensor. Repeating to three channels is the model's job, not the dataset's.
+path of :mod:`orthonode.inference.intensity` (volumes with the window the scanner stored for the whole
+series), optionally shrinks it so that its longer side is at most ``max_side`` (antialiased), and returns
+it as a ``[1, H, W]`` float32 tensor. Repeating to three channels is the model's job, not the dataset's.
 
 Decoded-slice cache: with ``cache_dir`` set, every decoded slice is stored as ``.npy`` (``uint16``, the
 ``[0, 1]`` image quantised to 1/65535) under a key that hashes the file's resolved path, frame, size and
@@ -39,7 +39,7 @@ from torch import Tensor
 from torch.nn import functional
 from torch.utils.data import Dataset
 
-from ssl_train.data.intensity import (
+from orthonode.inference.intensity import (
     DEFAULT_PERCENTILES,
     INTENSITY_VERSION,
     dicom_frame_to_unit,

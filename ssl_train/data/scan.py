@@ -4,7 +4,7 @@ One manifest row is one 2-D image the dataset can load: a radiograph, one frame 
 one slice of an MR series (single-frame files grouped into a series), or one slice of a NIfTI volume.
 Volumes are turned into slices with a configurable :class:`SliceSampling` (all slices, every k-th, the
 central fraction, or both). For volumes the scanner also computes the robust intensity window of the
-*whole* series (see :mod:`ssl_train.data.intensity`) and stores it in the row, so that the dataset can
+*whole* series (see :mod:`orthonode.inference.intensity`) and stores it in the row, so that the dataset can
 normalise one slice without decoding its neighbours.
 
 Privacy: the manifest never holds a Patient ID or a UID. ``patient_key``, ``study_key`` and ``series_key``
@@ -46,7 +46,12 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from ssl_train.data.intensity import DEFAULT_PERCENTILES, modality_family, modality_values, percentile_range
+from orthonode.inference.intensity import (
+    DEFAULT_PERCENTILES,
+    modality_family,
+    modality_values,
+    percentile_range,
+)
 from ssl_train.data.readers import read_dicom_pixels, read_nifti_volume
 
 __all__ = [

@@ -26,9 +26,9 @@ from heads.finetune import (
     layer_decay_param_groups,
     lr_at,
 )
-from heads.registry import get_task
 from orthonode.inference.backbones import create_backbone
 from orthonode.inference.encoder import load_encoder
+from orthonode.tasks.registry import get_task
 
 
 def _encoder(directory: Path, arch: str = "vit_test_patch16_dinov3") -> Any:

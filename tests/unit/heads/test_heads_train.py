@@ -20,7 +20,6 @@ from heads import features as features_module
 from heads.cli import main
 from heads.datasets.base import Sample
 from heads.features import FeatureCache, FeatureSet, Preprocessing
-from heads.registry import get_task
 from heads.train import (
     FitConfig,
     carve_features,
@@ -30,6 +29,7 @@ from heads.train import (
 )
 from orthonode.inference.encoder import load_encoder
 from orthonode.inference.heads import HeadRegistry
+from orthonode.tasks.registry import get_task
 
 
 def _separable(n: int, classes: int, dim: int = 12, seed: int = 0) -> FeatureSet:

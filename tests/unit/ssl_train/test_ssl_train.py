@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from orthonode.inference.knn import knn_classify
 from ssl_train.cli import main
 from ssl_train.config import Config, config_from_dict, config_to_dict, load_config
 from ssl_train.data import ScanConfig, scan_corpus, write_manifest
-from ssl_train.knn import knn_classify
 from ssl_train.train import epoch_batches, fit, global_masks, latest_checkpoint, load_checkpoint
 
 KNEE = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "knee_kl224"

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from heads.bundle import BundleError, random_bundle
 from orthonode.inference.backbones import create_backbone
 from orthonode.inference.encoder import load_encoder, save_encoder
 from orthonode.inference.heads import HeadRegistry, load_head
+from orthonode.tasks.bundle import BundleError, random_bundle
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from heads.datasets.chen_kl import load_chen_kl
 from heads.metrics import accuracy, quadratic_weighted_kappa
 from orthonode.inference.pipeline import PACKAGED_MODELS, Models, models_root
 from orthonode.inference.preprocess import fit_to_square
+from orthonode.tasks import tta
 
 MAX_BYTES = 30 * 1024 * 1024
 
@@ -58,7 +59,13 @@ def test_packaged_model_reproduces_its_val_metrics(models: Models, shared_data: 
     for start in range(0, len(samples), 64):
         chunk = samples[start : start + 64]
         squares = np.stack([fit_to_square(load_sample(s), size, patch=encoder.patch_size)[0] for s in chunk])
-        probs = kl.predict_array(encoder.embed(squares[:, None], batch_size=64))
+        embedded = encoder.embed(squares[:, None], batch_size=64)
+        mirrored = (
+            encoder.embed(tta.mirror(squares[:, None]), batch_size=64)
+            if kl.card.input.tta != "none"
+            else None
+        )
+        probs = kl.predict_with_tta(embedded, mirrored)
         predicted += probs.argmax(axis=1).tolist()
     truth = [s.label for s in samples]
     reported = kl.card.metrics

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ssl_data_corpus import Corpus, build_corpus
+from support.corpus import Corpus, build_corpus
 
 
 @pytest.fixture
 def ssl_corpus(tmp_path: Path) -> Corpus:
-    """A tiny mixed corpus in ``tmp_path / "corpus"`` (see ``ssl_data_corpus``)."""
+    """A tiny mixed corpus in ``tmp_path / "corpus"`` (see ``support.corpus``)."""
     return build_corpus(tmp_path / "corpus")

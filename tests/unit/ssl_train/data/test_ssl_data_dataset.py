@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from ssl_data_corpus import Corpus
+from support.corpus import Corpus
 from torch.utils.data import DataLoader
 
 import ssl_train.data.dataset as dataset_module

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from ssl_data_corpus import CR_PATIENT_ID, MR_PATIENT_ID, Corpus
+from support.corpus import CR_PATIENT_ID, MR_PATIENT_ID, Corpus
 
 from ssl_train.data.scan import (
     MANIFEST_COLUMNS,

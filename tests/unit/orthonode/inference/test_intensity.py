@@ -3,13 +3,15 @@ raster scaling; checked against hand-computed values."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from ssl_data_corpus import Corpus, cr_pixels
+from support.corpus import Corpus, build_corpus, cr_pixels
 
-from ssl_train.data.intensity import (
+from orthonode.inference.intensity import (
     apply_window,
     dicom_frame_to_unit,
     modality_family,
@@ -18,6 +20,12 @@ from ssl_train.data.intensity import (
     radiograph_to_unit,
     raster_to_unit,
 )
+
+
+@pytest.fixture
+def ssl_corpus(tmp_path: Path) -> Corpus:
+    """A tiny mixed corpus in ``tmp_path / "corpus"`` (see ``support.corpus``)."""
+    return build_corpus(tmp_path / "corpus")
 
 
 def _header(**attributes: object) -> Dataset:

@@ -30,9 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydicom.sr.coding import Code
 from safetensors.torch import load_file, save_file
 
-from heads.modules import FEATURE_MODES, HEAD_KINDS, Head, build_head, feature_dim
-from heads.registry import TaskSpec, get_task
 from orthonode.errors import OrthonodeError
+from orthonode.tasks.modules import FEATURE_MODES, HEAD_KINDS, Head, build_head, feature_dim
+from orthonode.tasks.registry import TaskSpec, get_task
+from orthonode.tasks.tta import check_mode
 
 FORMAT = "orthonode-head/1"
 WEIGHTS_FILE = "head.safetensors"
@@ -69,6 +70,8 @@ class InputModel(_Strict):
     slices: int | None = Field(default=None, gt=0)
     strategy: Literal["central", "uniform"] | None = None
     plane: str | None = None
+    #: Test-time augmentation the head was scored with and the node applies (:mod:`orthonode.tasks.tta`).
+    tta: Literal["none", "hflip"] = "none"
 
 
 class HeadModel(_Strict):
@@ -164,6 +167,7 @@ def make_card(
     training: dict[str, Any] | None = None,
     metrics: dict[str, dict[str, Any]] | None = None,
     evaluated_on: dict[str, Any] | None = None,
+    tta: str = "none",
 ) -> HeadCard:
     """The card of ``head`` for ``task`` (labels and codes from the registry; checked against the head)."""
     if head.num_classes != task.num_classes:
@@ -171,6 +175,8 @@ def make_card(
     if features not in FEATURE_MODES:
         raise BundleError(f"unknown feature mode {features!r}")
     slice_input = task.input.kind == "mri_slices"
+    if slice_input and tta != "none":
+        raise BundleError(f"{task.name}: test-time augmentation applies to radiograph heads only")
     if trained:
         default_name = f"OrthoFoundation {task.title}"
     else:
@@ -199,6 +205,7 @@ def make_card(
             slices=task.input.slices if slice_input else None,
             strategy=task.input.strategy if slice_input else None,
             plane=task.input.plane,
+            tta=check_mode(tta),
         ),
         head=HeadModel(
             kind=head.kind,

@@ -6,7 +6,8 @@ import pytest
 from support.paper import PAPER_TASKS
 
 from heads.cli import main
-from heads.registry import (
+from orthonode.encode.codes import TASK_CONCEPTS
+from orthonode.tasks.registry import (
     InputSpec,
     TaskSpec,
     get_task,
@@ -14,7 +15,6 @@ from heads.registry import (
     register_task,
     tasks_for,
 )
-from orthonode.encode.codes import TASK_CONCEPTS
 
 
 def test_every_paper_task_is_registered_with_its_codes() -> None:

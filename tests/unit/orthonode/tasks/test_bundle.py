@@ -10,7 +10,12 @@ import pytest
 import torch
 from support.encoders import write_test_encoder
 
-from heads.bundle import (
+from heads.export import export_head, finetuned_name
+from heads.features import FeatureSet
+from heads.train import FitConfig, fit_head, predict_proba
+from orthonode.inference.encoder import load_encoder
+from orthonode.inference.heads import HeadRegistry, load_head
+from orthonode.tasks.bundle import (
     BundleError,
     EncoderMismatchError,
     HeadCard,
@@ -18,12 +23,7 @@ from heads.bundle import (
     random_bundle,
     read_card,
 )
-from heads.export import export_head, finetuned_name
-from heads.features import FeatureSet
-from heads.registry import get_task
-from heads.train import FitConfig, fit_head, predict_proba
-from orthonode.inference.encoder import load_encoder
-from orthonode.inference.heads import HeadRegistry, load_head
+from orthonode.tasks.registry import get_task
 
 
 def _encoder(directory: Path, seed: int = 0) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from heads.modules import (
+from orthonode.tasks.modules import (
     AttentionPoolHead,
     LinearHead,
     MLPHead,

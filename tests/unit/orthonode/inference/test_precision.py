@@ -1,13 +1,12 @@
-"""ssl_train.precision: ``auto`` picks bf16 only where the device computes it natively."""
+"""orthonode.inference.precision: ``auto`` picks bf16 only where the device computes it natively."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from orthonode.inference.encoder import bf16_native
-from ssl_train import precision
-from ssl_train.precision import resolve_precision
+from orthonode.inference import precision
+from orthonode.inference.precision import bf16_native, resolve_precision
 
 
 @pytest.mark.parametrize("native", [True, False])
