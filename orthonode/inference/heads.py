@@ -113,6 +113,24 @@ class InstalledHead:
                               "mirrored images' features")  # fmt: skip
         return tta.combine([self.predict_array(output), self.predict_array(mirrored)])
 
+    @torch.no_grad()
+    def class_activation(self, output: Any, label: int) -> np.ndarray | None:
+        """``[B, h, w]`` map in ``[0, 1]`` of the evidence for ``label`` at each output position of an
+        ``EncoderOutput`` (min-max scaled per image; a constant map is 0), or ``None`` where the head has
+        no per-position form (only linear heads do; see ``LinearHead.position_logits``)."""
+        position_logits = getattr(self.head, "position_logits", None)
+        if position_logits is None or self.card.input.kind != "radiograph":
+            return None
+        positions = output.patches.float()
+        if self.card.input.features == "cls+meanpatch":
+            positions = torch.cat([positions, positions], dim=-1)
+        evidence = position_logits(positions)[..., label]  # [B, N]
+        low = evidence.min(dim=1, keepdim=True).values
+        span = evidence.max(dim=1, keepdim=True).values - low
+        scaled = torch.where(span > 0, (evidence - low) / span.clamp_min(1e-12), torch.zeros_like(evidence))
+        h, w = output.grid
+        return scaled.reshape(-1, h, w).numpy().astype(np.float32)
+
     def predict(self, features: Any, mask: Tensor | None = None) -> list[dict[str, float]]:
         """Per-label probabilities, one mapping ``label -> p`` per sample."""
         return [

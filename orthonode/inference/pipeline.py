@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from pydicom.sr.coding import Code
 
+from orthonode.inference.backbones import is_vit
 from orthonode.inference.device import resolve_device
 from orthonode.inference.encoder import Encoder, EncoderOutput, load_encoder
 from orthonode.inference.findings import Finding, ModelIdentity, SourceImage
@@ -254,7 +255,10 @@ def _radiograph_route(
             label = int(mean.argmax())
             key = max(members, key=lambda i: probs[i, label])
             view = views[key]
-            heatmap = view.placement.to_source(saliency[key])
+            # A CNN's overlay is the class activation of the reported grade (its pooled vector is the mean
+            # of its positions); a ViT's stays the CLS-to-patch similarity.
+            maps = None if is_vit(encoder.model) else head.class_activation(embedded, label)
+            heatmap = view.placement.to_source(saliency[key] if maps is None else maps[key])
             out.findings.append(
                 _finding(
                     head,

@@ -172,6 +172,12 @@ class LinearHead(Head):
     def forward(self, x: Tensor) -> Tensor:
         return self.out(self.drop(self.norm(x)))
 
+    def position_logits(self, positions: Tensor) -> Tensor:
+        """Class activation (Zhou et al., *Learning Deep Features for Discriminative Localization*, CVPR
+        2016): the head applied to each position's features ``[..., N, D]`` -> ``[..., N, K]``. On a CNN whose
+        pooled vector is the mean of its positions, the mean of these is exactly the image's logits."""
+        return self.out(self.norm(positions))
+
 
 class MLPHead(Head):
     """One hidden layer: standardise, Linear, GELU, dropout, Linear."""

@@ -125,3 +125,15 @@ def test_label_smoothing_is_the_mixture_with_the_uniform_target() -> None:
     expected = (0.9 * -logp[torch.arange(6), target] + 0.1 * -logp.mean(1)).mean()
     torch.testing.assert_close(head.loss(logits, target, label_smoothing=0.1), expected)
     torch.testing.assert_close(head.loss(logits, target), -logp[torch.arange(6), target].mean())
+
+
+def test_linear_position_logits_average_to_the_logits_of_the_mean() -> None:
+    """Class activation maps decompose a linear head exactly over mean-pooled positions (Zhou et al.)."""
+    torch.manual_seed(0)
+    head = build_head("linear", 6, 5)
+    head.norm.fit(torch.randn(20, 6))
+    head.eval()
+    positions = torch.randn(3, 7, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(head.position_logits(positions).mean(1), head(positions.mean(1)))
+    assert not hasattr(build_head("mlp", 6, 5), "position_logits")
