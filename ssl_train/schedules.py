@@ -137,13 +137,29 @@ def uses_weight_decay(name: str, param: nn.Parameter) -> bool:
     return not any(part in _NO_DECAY_NAMES for part in name.split("."))
 
 
+#: First name parts of a backbone's input end (layer 0): a ViT's embeddings and tokens, an EfficientNet's
+#: stem convolution and BatchNorm, a ConvNeXt's stem.
+_INPUT_END = (
+    "cls_token",
+    "reg_token",
+    "mask_token",
+    "pos_embed",
+    "patch_embed",
+    "rope",
+    "conv_stem",
+    "bn1",
+    "stem",
+)
+
+
 def layer_id(name: str, depth: int) -> int:
-    """ViT layer of a backbone parameter name (relative to the timm ``Eva``): 0 for the embeddings and the
-    tokens, ``i + 1`` for ``blocks.i``, ``depth + 1`` for the final norm and anything else."""
+    """Layer of a backbone parameter name (relative to the timm model): 0 for the embeddings and tokens (a
+    CNN's stem), ``i + 1`` for ``blocks.i`` (a ViT block, an EfficientNet stage) or ``stages.i`` (a
+    ConvNeXt stage), ``depth + 1`` for the final norm / head convolution and anything else."""
     parts = name.split(".")
-    if parts[0] in ("cls_token", "reg_token", "mask_token", "pos_embed", "patch_embed", "rope"):
+    if parts[0] in _INPUT_END:
         return 0
-    if parts[0] == "blocks" and len(parts) > 1 and parts[1].isdigit():
+    if parts[0] in ("blocks", "stages") and len(parts) > 1 and parts[1].isdigit():
         return int(parts[1]) + 1
     return depth + 1
 

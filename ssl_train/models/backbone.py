@@ -1,4 +1,5 @@
-"""The trained backbone: a timm DINOv3 ``Eva`` plus the iBOT mask token, forwarded WITH its RoPE.
+"""The trained backbone: a timm DINOv3 ``Eva`` plus the iBOT mask token, forwarded WITH its RoPE -- or a
+convolutional network (EfficientNet-Lite, ConvNeXt), which has no tokens to mask.
 
 References
 ----------
@@ -21,6 +22,11 @@ Shapes: ``x`` ``[B, C, H, W]`` with ``C`` 1 (repeated to the backbone's 3 input 
 ``masks`` ``[B, (H/16) * (W/16)]`` bool (row-major, True = replaced by the mask token). Output
 :class:`BackboneOutput` with ``cls`` ``[B, D]``, ``registers`` ``[B, R, D]``, ``patches`` ``[B, N, D]``, all
 after the final norm.
+
+A CNN backbone gives what the node's encoder gives (``orthonode.inference.encoder.forward_tokens``): ``cls``
+is the pooled vector (the global average of the last feature map; for ConvNeXt after its final norm),
+``patches`` are the ``N = (H/s) * (W/s)`` positions of that map (``s`` the stride, 32), ``registers`` is
+empty. It has no mask token: a mask with any True position is refused (iBOT is ViT-only).
 """
 
 from __future__ import annotations
@@ -31,7 +37,13 @@ import torch
 from timm.models.eva import Eva
 from torch import Tensor, nn
 
-from orthonode.inference.backbones import create_backbone
+from orthonode.inference.backbones import (
+    backbone_stride,
+    backbone_width,
+    create_backbone,
+    family,
+)
+from orthonode.inference.encoder import forward_tokens
 
 __all__ = ["BackboneOutput", "SSLBackbone"]
 
@@ -46,18 +58,22 @@ class BackboneOutput:
 
 
 class SSLBackbone(nn.Module):
-    """A DINOv3 ViT from :func:`orthonode.inference.backbones.create_backbone` with a learned mask token.
+    """A backbone from :func:`orthonode.inference.backbones.create_backbone`, with a learned mask token when
+    it is a ViT.
 
     Args:
         arch: one of ``orthonode.inference.backbones.ARCHITECTURES``.
         img_size: default image size (any multiple of the patch size is accepted at run time).
         in_chans: input channels of the patch embedding (single-channel inputs are repeated to it).
         drop_path_rate: stochastic depth rate (uses the global torch RNG in training mode).
-        layer_scale_init: initial LayerScale gamma (``None``: the architecture's, 1e-5 for DINOv3).
+        layer_scale_init: initial LayerScale gamma (``None``: the architecture's, 1e-5 for DINOv3; ViT only).
 
     Attributes:
-        model: the timm ``Eva`` (its ``state_dict`` is what gets exported, in timm key names).
-        mask_token: ``[1, D]`` learned embedding that replaces masked patches (truncated normal, std 0.02).
+        model: the timm model (its ``state_dict`` is what gets exported, in timm key names).
+        mask_token: ``[1, D]`` learned embedding that replaces masked patches (truncated normal, std 0.02);
+            ``None`` for a CNN.
+        patch_size: input pixels per output position (a ViT's patch, a CNN's stride).
+        depth: the units the layer-wise lr decay counts (a ViT's blocks, a CNN's stages).
     """
 
     def __init__(
@@ -71,26 +87,33 @@ class SSLBackbone(nn.Module):
     ) -> None:
         super().__init__()
         self.arch = arch
+        self.is_vit = family(arch) == "vit"
+        if not self.is_vit and layer_scale_init is not None:
+            raise ValueError(f"{arch}: model.layer_scale_init applies to the ViTs only")
         extra = {} if layer_scale_init is None else {"init_values": layer_scale_init}
         model = create_backbone(
             arch, img_size=img_size, in_chans=in_chans, drop_path_rate=drop_path_rate, **extra
         )
-        if not isinstance(model, Eva):
-            raise ValueError(f"{arch}: the masked-token SSL backbone is a ViT; CNNs use the pooled path")
-        self.model: Eva = model
+        self.model: nn.Module = model
         if getattr(self.model, "rope_mixed", False):
             raise ValueError(f"{arch}: mixed-mode (per-depth) RoPE is not supported by the SSL forward")
         self.in_chans = in_chans
-        self.embed_dim = int(self.model.embed_dim)
-        self.num_prefix_tokens = int(self.model.num_prefix_tokens)
-        self.num_reg_tokens = int(getattr(self.model, "num_reg_tokens", self.num_prefix_tokens - 1))
-        patch = self.model.patch_embed.patch_size
-        self.patch_size = int(patch[0] if isinstance(patch, tuple | list) else patch)
-        self.depth = len(self.model.blocks)
-        self.mask_token = nn.Parameter(torch.zeros(1, self.embed_dim))
-        # Not zero (DINOv2 zero-initialises it, but adds a position embedding afterwards): here a zero token
-        # would enter the first LayerNorm as an exact zero vector, whose gradient is ~1/sqrt(eps).
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.embed_dim = backbone_width(model)
+        self.patch_size = backbone_stride(model)
+        self.mask_token: nn.Parameter | None = None
+        if isinstance(model, Eva):
+            self.num_prefix_tokens = int(model.num_prefix_tokens)
+            self.num_reg_tokens = int(getattr(model, "num_reg_tokens", self.num_prefix_tokens - 1))
+            self.depth = len(model.blocks)
+            self.mask_token = nn.Parameter(torch.zeros(1, self.embed_dim))
+            # Not zero (DINOv2 zero-initialises it, but adds a position embedding afterwards): here a zero
+            # token would enter the first LayerNorm as an exact zero vector, whose gradient is ~1/sqrt(eps).
+            nn.init.trunc_normal_(self.mask_token, std=0.02)
+        else:
+            self.num_prefix_tokens = 0
+            self.num_reg_tokens = 0
+            stages = getattr(model, "blocks", None) or getattr(model, "stages", None)
+            self.depth = len(stages) if stages is not None else 1
 
     def _channels(self, x: Tensor) -> Tensor:
         if x.ndim != 4:
@@ -110,10 +133,13 @@ class SSLBackbone(nn.Module):
         return height // self.patch_size, width // self.patch_size
 
     def tokens(self, x: Tensor, masks: Tensor | None = None, *, use_rope: bool = True) -> Tensor:
-        """All final-norm tokens ``[B, prefix + N, D]`` (``use_rope=False`` only exists for the tests)."""
+        """All final-norm tokens ``[B, prefix + N, D]`` of a ViT (``use_rope=False`` only exists for the
+        tests)."""
+        model = self.model
+        if not isinstance(model, Eva) or self.mask_token is None:
+            raise TypeError(f"{self.arch} is not a ViT: it has no tokens (use forward)")
         x = self._channels(x)
         grid_h, grid_w = self.grid(x.shape[-2], x.shape[-1])
-        model = self.model
         x = model.patch_embed(x)
         if x.ndim == 3:  # a flattening patch embedding: [B, N, D] -> [B, H, W, D]
             x = x.reshape(x.shape[0], grid_h, grid_w, x.shape[-1])
@@ -135,7 +161,15 @@ class SSLBackbone(nn.Module):
         return model.norm(x)
 
     def forward(self, x: Tensor, masks: Tensor | None = None) -> BackboneOutput:
-        """CLS, register and patch tokens of ``x`` with masked patches replaced by the mask token."""
+        """CLS, register and patch tokens of ``x`` with masked patches replaced by the mask token (a CNN:
+        pooled vector and positions; see the module docstring)."""
+        if not self.is_vit:
+            if masks is not None and bool(masks.any()):
+                raise ValueError(f"{self.arch} is a CNN: masked-patch (iBOT) training is ViT-only")
+            x = self._channels(x)
+            self.grid(x.shape[-2], x.shape[-1])
+            pooled, positions = forward_tokens(self.model, x)
+            return BackboneOutput(cls=pooled, registers=positions[:, :0], patches=positions)
         out = self.tokens(x, masks)
         prefix = self.num_prefix_tokens
         return BackboneOutput(cls=out[:, 0], registers=out[:, 1:prefix], patches=out[:, prefix:])

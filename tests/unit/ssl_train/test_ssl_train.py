@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -13,72 +12,12 @@ from typing import Any
 import pytest
 import torch
 import torch.multiprocessing as mp
+from support.ssl_runs import metrics, student_teacher_state, tiny_config
 
 from orthonode.inference.knn import knn_classify
 from ssl_train.cli import main
-from ssl_train.config import Config, config_from_dict, config_to_dict, load_config
-from ssl_train.data import ScanConfig, scan_corpus, write_manifest
+from ssl_train.config import config_from_dict, config_to_dict, load_config
 from ssl_train.train import epoch_batches, fit, global_masks, latest_checkpoint, load_checkpoint
-
-KNEE = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "knee_kl224"
-TINY_HEAD = "{num_prototypes: 32, hidden_dim: 32, bottleneck_dim: 16, n_layers: 2}"
-
-
-def tiny_config(tmp: Path, manifest: Path, *extra: str) -> Config:
-    return load_config(
-        None,
-        [
-            "model.arch=vit_test_patch16_dinov3",
-            f"model.dino_head={TINY_HEAD}",
-            f"model.ibot_head={TINY_HEAD}",
-            "crops.global_size=32",
-            "crops.local_size=16",
-            "crops.n_local=2",
-            "data.batch_size_per_device=4",
-            "data.num_workers=0",
-            "data.max_side=64",
-            f"data.manifest={manifest}",
-            f"run.output_dir={tmp / 'runs'}",
-            "optim.epochs=3",
-            "optim.lr=0.002",
-            "optim.warmup_epochs=0.5",
-            "optim.freeze_last_layer_epochs=0.5",
-            "loss.warmup_teacher_temp_epochs=1",
-            "train.log_every=1",
-            "train.progress=none",
-            "train.checkpoint_every=2",
-            *extra,
-        ],
-    )
-
-
-@pytest.fixture(scope="module")
-def png_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 train + 6 val knee PNGs from the shared data (copied to a temp folder, never into the repo)."""
-    if not KNEE.is_dir():
-        pytest.skip(f"shared knee data not found at {KNEE}")
-    root = tmp_path_factory.mktemp("knee")
-    for split, grades, per in (("train", "0234", 3), ("val", "04", 3)):
-        for grade in grades:
-            files = sorted((KNEE / split / grade).glob("*.png"))[:per]
-            target = root / "data" / split / grade
-            target.mkdir(parents=True)
-            for f in files:
-                shutil.copy(f, target / f.name)
-    result = scan_corpus(root / "data", ScanConfig(folder_split=True))
-    return write_manifest(result.rows, root / "manifest.csv")
-
-
-def metrics(run_dir: Path) -> list[dict[str, Any]]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if "eval" not in r]
-
-
-def student_teacher_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    ckpt = latest_checkpoint(run_dir)
-    assert ckpt is not None
-    return load_checkpoint(ckpt)["model"]
-
 
 # --------------------------------------------------------------------------------------------- pieces
 
