@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 __all__ = [
@@ -103,7 +104,8 @@ def reshard(module: nn.Module) -> None:
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """``teacher <- momentum * teacher + (1 - momentum) * student`` over (local shards of) parameters."""
+    """``teacher <- momentum * teacher + (1 - momentum) * student`` over (local shards of) parameters, and
+    over BatchNorm running statistics (:func:`_ema_batch_norm_statistics`)."""
     t = [local(p.data) for p in teacher.parameters()]
     s = [local(p.data) for p in student.parameters()]
     if len(t) != len(s) or any(a.shape != b.shape for a, b in zip(t, s, strict=True)):
@@ -113,6 +115,36 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
             if local(a.data).shape != b.shape
         ]
         raise RuntimeError(f"teacher and student are not sharded identically: {bad[:3]}")
+    torch._foreach_mul_(t, momentum)
+    torch._foreach_add_(t, s, alpha=1.0 - momentum)
+    _ema_batch_norm_statistics(teacher, student, momentum)
+
+
+#: The BatchNorm buffers a CNN's teacher follows (a ViT has none: its buffers are constants).
+_BN_STATISTICS = ("running_mean", "running_var")
+
+
+def _ema_batch_norm_statistics(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """The same EMA over BatchNorm running statistics, averaged over the processes first.
+
+    The teacher runs in eval mode and would otherwise keep its initial (e.g. ImageNet) statistics while its
+    weights move on. Each process's student estimates them from its own batches (no SyncBN), so they are
+    all-reduced to their mean: every process's teacher stays identical.
+    """
+    pairs = [
+        (tb, sb)
+        for (name, tb), sb in zip(teacher.named_buffers(), student.buffers(), strict=True)
+        if name.rsplit(".", 1)[-1] in _BN_STATISTICS
+    ]
+    if not pairs:
+        return
+    t = [tb for tb, _ in pairs]
+    s = [sb.detach().clone() for _, sb in pairs]
+    if dist.is_available() and dist.is_initialized():
+        world = dist.get_world_size()
+        for buffer in s:
+            dist.all_reduce(buffer)
+        torch._foreach_div_(s, float(world))
     torch._foreach_mul_(t, momentum)
     torch._foreach_add_(t, s, alpha=1.0 - momentum)
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Self-supervised pretraining of the ViT-Ti/16 encoder on the knee_kl224 TRAIN images (labels unused).
+# Self-supervised pretraining of an encoder on the knee_kl224 TRAIN images (labels unused).
 #
 #   experiments/knee_kl224/pretrain.sh RUN_NAME [key.sub=value ...]
+#   CONFIG=knee_kl224_lite0 experiments/knee_kl224/pretrain.sh RUN_NAME   (continued, from ImageNet)
+#
+# CONFIG names a file in ssl_train/configs (default knee_kl224_vit_tiny: ViT-Ti/16 from random init).
 #
 # Resumable: run the same command again after an interruption and it continues from the last checkpoint.
 # The export (the teacher backbone in the node's encoder format) lands in runs/<RUN_NAME>/export.
@@ -13,6 +16,6 @@ manifest=runs/manifests/knee_kl224.csv
 if [ -d "runs/$name/checkpoints" ]; then
   "$bin/ssl-train" resume "runs/$name" "$@"
 else
-  "$bin/ssl-train" fit ssl_train/configs/knee_kl224_vit_tiny.yaml run.name="$name" "$@"
+  "$bin/ssl-train" fit "ssl_train/configs/${CONFIG:-knee_kl224_vit_tiny}.yaml" run.name="$name" "$@"
 fi
 "$bin/ssl-train" export "runs/$name" --out "runs/$name/export"

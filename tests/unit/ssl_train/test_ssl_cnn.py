@@ -103,3 +103,17 @@ def test_continued_pretraining_of_efficientnet_lite_resumes_exactly_and_exports(
     assert (card.mean, card.std, card.patch_size) == (0.5, 0.5, 32)
     out = encoder.embed(torch.rand(1, 1, 64, 64))
     assert out.cls.shape == (1, 1280) and out.grid == (2, 2)
+
+
+def test_the_teacher_follows_the_students_batch_norm_statistics() -> None:
+    """The EMA covers BatchNorm running statistics (not the step counter); a ViT has none to follow."""
+    from ssl_train.parallel import ema_update
+
+    teacher, student = torch.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    student.running_mean.fill_(2.0)
+    student.running_var.fill_(4.0)
+    student.num_batches_tracked.fill_(7)
+    ema_update(teacher, student, 0.9)
+    torch.testing.assert_close(teacher.running_mean, torch.full((3,), 0.2))
+    torch.testing.assert_close(teacher.running_var, torch.full((3,), 0.9 * 1.0 + 0.1 * 4.0))
+    assert int(teacher.num_batches_tracked) == 0
