@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from orthonode.inference.encoder import load_encoder, save_encoder
 from orthonode.tasks.bundle import encoder_fields, make_card, save_bundle
 from orthonode.tasks.modules import Head
 from orthonode.tasks.registry import TaskSpec
@@ -100,7 +101,6 @@ def export_finetuned(
     ``dtype`` is the encoder's stored precision (float16 halves the size; the node computes in float32).
     Returns ``(encoder_dir, bundle_dir)``; the bundle records the fingerprint of the encoder AS STORED.
     """
-    from orthonode.inference.encoder import load_encoder, save_encoder
 
     card = encoder.card
     name, stage = finetuned_name(card.name, dict(card.training), task.name)

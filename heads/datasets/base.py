@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from orthonode.inference import loading
+
 SampleKind = Literal["image", "volume"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -234,8 +236,6 @@ def load_volume_file(path: Path) -> np.ndarray:
     ``.npy`` (MRNet), ``.pck`` (KneeMRI) or a DICOM series folder (``orthonode.inference.loading``).
     """
     if path.is_dir():
-        from orthonode.inference import loading
-
         volume = loading.load_volume(sorted(p for p in path.iterdir() if p.is_file()))
         return np.asarray(volume.voxels, dtype=np.float32)
     if path.suffix == ".npy":
@@ -253,8 +253,6 @@ def load_radiograph_file(path: Path) -> np.ndarray:
     """A radiograph as float32 [H, W] in [0, 1]: an image file, or DICOM via the node's loader."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return load_image_file(path)
-    from orthonode.inference import loading
-
     return np.asarray(loading.load_radiograph(path).pixels, dtype=np.float32)
 
 

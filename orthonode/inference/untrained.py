@@ -11,6 +11,7 @@ import torch
 
 from orthonode.inference.backbones import create_backbone
 from orthonode.inference.encoder import load_encoder, save_encoder
+from orthonode.tasks.bundle import random_bundle
 
 UNTRAINED_ENCODER_NAME = "untrained-random-init"
 
@@ -24,7 +25,6 @@ def write_untrained_models(
     seed: int = 0,
 ) -> Path:
     """``root/encoder`` (random ``arch``) and ``root/heads/<task>-untrained`` for each task; returns root."""
-    from orthonode.tasks.bundle import random_bundle
 
     torch.manual_seed(seed)
     model = create_backbone(arch, img_size=img_size)
