@@ -1,19 +1,20 @@
-"""Encoder inference benchmark: images/s and achieved GFLOP/s of the DINOv3 ViT encoder
-(:class:`orthonode.inference.encoder.Encoder`, randomly initialised weights: speed does not depend on them)
-beside the same run's large-matmul ceiling.
+"""Encoder inference benchmark: images/s and achieved GFLOP/s of the node's encoders -- the DINOv3 ViTs and
+the EfficientNet-Lite CNNs (:class:`orthonode.inference.encoder.Encoder`, randomly initialised weights:
+speed does not depend on them) -- beside the same run's large-matmul ceiling.
 
 For each architecture, image size, batch size and dtype it times ``Encoder.embed`` (normalisation,
 forward pass under ``torch.inference_mode()``, copy of the tokens to float32) on SYNTHETIC uniform-noise
 images: one warm-up call, then the median of ``--repeats`` timed calls.
 
-FLOPs are counted analytically per image (multiply-add = 2 FLOPs), with T = 1 + registers + patches tokens:
-the patch embedding 2 * patches * (3 * p * p * D), per block the matmuls with the weights
-2 * T * (sum of in * out of its Linear layers: qkv, proj, MLP) and the attention 4 * T^2 * D (QK^T and
-AV). LayerNorm, softmax, GELU and RoPE are not counted. The ceiling is the median rate of a
-4096 x 4096 by 4096 x 4096 matmul (``--ceiling-size``) in fp32 and in bf16 on the same threads.
+FLOPs per image are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one forward pass
+(matmuls, convolutions and attention; multiply-add = 2 FLOPs; norms and activations are not counted).
+The ceiling is the median rate of a 4096 x 4096 by 4096 x 4096 matmul (``--ceiling-size``) on the same
+threads.
 
-"bf16" is ``torch.autocast(bfloat16)`` (``Encoder(autocast="bf16")``); on a CPU without AVX512-BF16 or
-AMX it is emulated and slower than fp32, which the ceiling column shows.
+"bf16" is ``torch.autocast(bfloat16)`` (``Encoder(autocast="bf16")``). It is measured by default only
+where the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere it is emulated, 3-300x slower than
+fp32 (a 4096^3 emulated matmul alone took minutes on an AVX2 machine), so it runs only when asked for
+with ``--dtypes fp32 bf16``. Each row is printed as soon as it is measured.
 
 The default grid (ViT-S/16 and ViT-B/16, 224 and 448 px, batch 1 and 16, fp32 and bf16) would take far
 longer than a few minutes on 2 cores, so each configuration whose estimated time (FLOPs over a quarter
@@ -34,23 +35,27 @@ from typing import Any
 
 import torch
 
-from orthonode.inference.backbones import create_backbone
-from orthonode.inference.encoder import Encoder, EncoderCard, fingerprint
+from orthonode.inference.backbones import (
+    backbone_in_chans,
+    backbone_stride,
+    backbone_width,
+    create_backbone,
+    is_vit,
+)
+from orthonode.inference.encoder import Encoder, EncoderCard, fingerprint, forward_tokens
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def flops_per_image(model: Any, img: int) -> float:
-    """Analytic forward FLOPs of one ``img`` x ``img`` image (see the module docstring)."""
-    p = int(model.patch_embed.patch_size[0])
-    d = int(model.embed_dim)
-    n = (img // p) ** 2
-    t = n + int(model.num_prefix_tokens)
-    total = 2.0 * n * (3 * p * p * d)
-    for blk in model.blocks:
-        weights = sum(m.in_features * m.out_features for m in blk.modules() if isinstance(m, torch.nn.Linear))
-        total += 2.0 * t * weights + 4.0 * t * t * d
-    return total
+    """Forward FLOPs of one ``img`` x ``img`` image (``FlopCounterMode``; see the module docstring)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, backbone_in_chans(model), img, img)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        forward_tokens(model, x)
+    return float(counter.get_total_flops())
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -82,11 +87,11 @@ def make_encoder(arch: str, img: int, dtype_name: str) -> Encoder:
     card = EncoderCard(
         format="orthonode-encoder/1",
         arch=arch,
-        patch_size=16,
+        patch_size=backbone_stride(model),
         img_size=img,
-        in_chans=3,
-        embed_dim=int(model.embed_dim),
-        num_reg_tokens=int(model.num_prefix_tokens) - 1,
+        in_chans=backbone_in_chans(model),
+        embed_dim=backbone_width(model),
+        num_reg_tokens=int(model.num_prefix_tokens) - 1 if is_vit(model) else 0,
         mean=0.5,
         std=0.25,
         fingerprint=fingerprint(model.state_dict()),
@@ -97,12 +102,33 @@ def make_encoder(arch: str, img: int, dtype_name: str) -> Encoder:
     return Encoder(model, card, autocast="bf16" if dtype_name == "bf16" else "off")
 
 
+def native_bf16() -> bool:
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def default_dtypes() -> list[str]:
+    """fp32, and bf16 only where the CPU computes it natively (emulated bf16 only when asked for)."""
+    return ["fp32", "bf16"] if native_bf16() else ["fp32"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--archs", nargs="+", default=["vit_small_patch16_dinov3", "vit_base_patch16_dinov3"])
+    parser.add_argument(
+        "--archs",
+        nargs="+",
+        default=[
+            "tf_efficientnet_lite0",
+            "tf_efficientnet_lite2",
+            "vit_small_patch16_dinov3",
+            "vit_base_patch16_dinov3",
+        ],
+    )
     parser.add_argument("--sizes", nargs="+", type=int, default=[224, 448])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 16])
-    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
+    parser.add_argument(
+        "--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
+        help="default: fp32, and bf16 where the CPU computes it natively",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per configuration (median)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--ceiling-size", type=int, default=4096)
@@ -115,16 +141,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.dtypes = args.dtypes or default_dtypes()
 
     print("command: " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-        f"native bf16: {torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()}"
+        f"native bf16: {native_bf16()}",
+        flush=True,
     )
-    ceiling = {name: matmul_ceiling(args.ceiling_size, DTYPES[name], args.repeats) for name in args.dtypes}
-    for name, rate in ceiling.items():
-        print(f"matmul ceiling {args.ceiling_size}^3 {name}: {rate:.1f} GFLOP/s (median of {args.repeats})")
+    ceiling = {}
+    for name in args.dtypes:
+        ceiling[name] = matmul_ceiling(args.ceiling_size, DTYPES[name], args.repeats)
+        print(
+            f"matmul ceiling {args.ceiling_size}^3 {name}: {ceiling[name]:.1f} GFLOP/s "
+            f"(median of {args.repeats})",
+            flush=True,
+        )
     print()
     header = f"{'arch':<30} {'px':>4} {'batch':>5} {'dtype':>5} {'images/s':>9} {'GFLOP/s':>8} {'% ceil':>6}"
     print(header)
@@ -147,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{label} {rate:>9.2f} {gflops:>8.1f} {100 * gflops / ceiling[dtype_name]:>5.0f}%")
                     sys.stdout.flush()
     print(
-        "\nFLOPs per image are analytic; weights are random; images are SYNTHETIC noise "
+        "\nFLOPs per image from FlopCounterMode; weights are random; images are SYNTHETIC noise "
         f"({datetime.now(UTC):%F})."
     )
     return 0
