@@ -69,6 +69,7 @@ def _status(settings: Settings, as_json: bool, limit: int) -> int:
 
     rt = Runtime(settings)
     try:
+        rt.require_current_schema()
         with transaction(rt.sessions) as session:
             snap = repository.status_snapshot(session, limit=limit)
     finally:
@@ -125,9 +126,16 @@ def _scu(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from orthonode.runtime import Runtime
     from orthonode.worker import celery_app
 
-    app = celery_app.configure(settings)
+    rt = Runtime(settings)
+    rt.migrate()  # a worker may be the first process to reach a new database
+    if settings.inference_threads:  # the process-wide torch setting belongs to the worker's start-up
+        import torch
+
+        torch.set_num_threads(settings.inference_threads)
+    app = celery_app.configure(settings, rt)
     import orthonode.worker.tasks  # noqa: F401 - registers the tasks
 
     argv = [
@@ -152,10 +160,13 @@ def _retry(settings: Settings, job_id: int) -> int:
     from orthonode.runtime import Runtime
 
     rt = Runtime(settings)
-    with transaction(rt.sessions) as session:
-        job = repository.retry_job(session, job_id, utcnow())
-        deliveries = repository.retry_deliveries(session, job_id, utcnow())
-    rt.close()
+    try:
+        rt.require_current_schema()
+        with transaction(rt.sessions) as session:
+            job = repository.retry_job(session, job_id, utcnow())
+            deliveries = repository.retry_deliveries(session, job_id, utcnow())
+    finally:
+        rt.close()
     if job:
         print(f"job {job_id} re-queued")
     if deliveries:
@@ -219,7 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             from orthonode.runtime import Runtime
 
-            Runtime(settings).engine.dispose()
+            rt = Runtime(settings)
+            try:
+                rt.migrate()
+            finally:
+                rt.close()
             print("index schema is up to date")
             return 0
         if args.command == "demo":

@@ -16,6 +16,12 @@ class ConfigError(OrthonodeError):
     exit_code = 2
 
 
+class SchemaOutOfDate(OrthonodeError):
+    """The index schema is older than this node: ``orthonode migrate`` brings it up to date."""
+
+    exit_code = 2
+
+
 class RejectedInstance(OrthonodeError):
     """A received instance the node refuses; carries the C-STORE status to answer with.
 

@@ -1,5 +1,9 @@
 """What a node process holds: settings, the file store and the index. Built lazily, once per process
-(a forked worker child builds its own engine rather than sharing the parent's connections)."""
+(a forked worker child builds its own engine rather than sharing the parent's connections).
+
+Opening the index never changes it: the schema is migrated by :meth:`Runtime.migrate`, which
+``orthonode migrate``, ``serve`` and ``worker`` call at start-up; the read-and-act commands (``status``,
+``retry``) check that the schema is current and name the command that fixes it when it is not."""
 
 from __future__ import annotations
 
@@ -10,14 +14,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from orthonode.dicom.storage import InstanceStore
+from orthonode.errors import SchemaOutOfDate
 from orthonode.index import db
 from orthonode.settings import Settings
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._migrate = migrate
         self._pid = os.getpid()
 
     @cached_property
@@ -26,10 +30,20 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
-        engine = db.make_engine(self.settings.effective_database_url)
-        if self._migrate:
-            db.upgrade(engine)
-        return engine
+        return db.make_engine(self.settings.effective_database_url)
+
+    def migrate(self) -> None:
+        """Bring the index schema to the newest migration (idempotent; safe with concurrent callers)."""
+        db.upgrade(self.engine)
+
+    def require_current_schema(self) -> None:
+        """Raise :class:`SchemaOutOfDate` unless the index schema is at the newest migration."""
+        current, head = db.current_revision(self.engine), db.head_revision()
+        if current != head:
+            raise SchemaOutOfDate(
+                f"the index schema is at revision {current or 'none'}, this node needs {head}: "
+                "run `orthonode migrate`"
+            )
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

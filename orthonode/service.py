@@ -47,7 +47,7 @@ class Node:
         self.sweeper = Sweeper(self.rt, enqueue_job, enqueue_delivery=enqueue_delivery)
 
     def start(self) -> None:
-        self.rt.engine  # noqa: B018 - open the index and migrate before accepting anything
+        self.rt.migrate()  # the schema is current before anything is accepted
         stale = self.rt.store.sweep_incoming()
         if stale:
             log.info("removed %d unacknowledged partial file(s) from an earlier run", stale)

@@ -90,10 +90,3 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
-
-
-def open_index(url: str) -> tuple[Engine, sessionmaker[Session]]:
-    """Engine and session factory for ``url``, with the schema migrated to head."""
-    engine = make_engine(url)
-    upgrade(engine)
-    return engine, session_factory(engine)

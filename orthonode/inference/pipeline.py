@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pydicom.sr.coding import Code
 
 from orthonode.inference.backbones import is_vit
@@ -136,8 +135,6 @@ def models_for(settings: Settings) -> Models:
     key = (root, settings.inference_autocast, settings.inference_device)
     with _models_lock:
         if key not in _models_cache:
-            if settings.inference_threads:
-                torch.set_num_threads(settings.inference_threads)
             _models_cache[key] = Models.load(root, settings)
             models = _models_cache[key]
             log.info(

@@ -49,7 +49,11 @@ def test_bad_env_value_and_unknown_env_key_fail_naming_them(tmp_path: Path) -> N
 
 
 def test_status_json_contract_on_an_empty_node(tmp_path: Path) -> None:
-    out = run_cli("status", "--json", env={"ORTHONODE_DATA_DIR": str(tmp_path)})
+    env = {"ORTHONODE_DATA_DIR": str(tmp_path)}
+    out = run_cli("status", "--json", env=env)  # opening the index does not create or migrate it
+    assert out.returncode == 2 and "run `orthonode migrate`" in out.stderr
+    assert run_cli("migrate", env=env).returncode == 0
+    out = run_cli("status", "--json", env=env)
     assert out.returncode == 0, out.stderr
     snapshot = json.loads(out.stdout)
     assert snapshot["studies"] == [] and snapshot["jobs"] == []
@@ -64,7 +68,9 @@ def test_echo_exit_codes(make_node: Any) -> None:
 
 
 def test_retry_of_a_job_that_did_not_fail_changes_nothing(tmp_path: Path) -> None:
-    out = run_cli("retry", "42", env={"ORTHONODE_DATA_DIR": str(tmp_path)})
+    env = {"ORTHONODE_DATA_DIR": str(tmp_path)}
+    assert run_cli("migrate", env=env).returncode == 0
+    out = run_cli("retry", "42", env=env)
     assert out.returncode == 1 and "nothing changed" in out.stdout
 
 
@@ -155,5 +161,7 @@ def test_node_env_helper_round_trips_through_settings(tmp_path: Path) -> None:
     env = node_env(
         tmp_path, port=1234, destinations=[{"name": "pacs", "ae_title": "PACS", "host": "h", "port": 1}]
     )
-    out = run_cli("status", "--json", env={k: v for k, v in env.items() if k.startswith("ORTHONODE_")})
+    node_only = {k: v for k, v in env.items() if k.startswith("ORTHONODE_")}
+    assert run_cli("migrate", env=node_only).returncode == 0
+    out = run_cli("status", "--json", env=node_only)
     assert out.returncode == 0, out.stderr

@@ -14,8 +14,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
+from support.index import open_index
 
-from orthonode.index.db import current_revision, head_revision, make_engine, open_index, upgrade
+from orthonode.index.db import current_revision, head_revision, make_engine, upgrade
 from orthonode.index.models import Base
 
 TABLES = {"alembic_version", "studies", "series", "instances", "jobs", "results", "deliveries"}
@@ -65,14 +66,27 @@ def test_upgrade_twice_is_a_no_op(engine: Engine) -> None:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0002"]
 
 
-def test_open_index_migrates(empty_url: str) -> None:
-    eng, sessions = open_index(empty_url)
+def test_opening_does_not_migrate_and_migrate_does(tmp_path: Path) -> None:
+    """The runtime opens the index without touching it; only Runtime.migrate (``orthonode migrate``, serve,
+    worker) changes the schema, and the read-and-act commands refuse an outdated one by name."""
+    from support.runtime import isolated_settings
+
+    from orthonode.errors import SchemaOutOfDate
+    from orthonode.runtime import Runtime
+
+    rt = Runtime(isolated_settings(data_dir=tmp_path))
     try:
-        assert current_revision(eng) == head_revision()
-        with sessions() as session:
-            assert session.get_bind() is eng
+        assert current_revision(rt.engine) is None
+        with pytest.raises(SchemaOutOfDate, match="run `orthonode migrate`"):
+            rt.require_current_schema()
+        assert current_revision(rt.engine) is None
+        rt.migrate()
+        assert current_revision(rt.engine) == head_revision()
+        rt.require_current_schema()
+        with rt.sessions() as session:
+            assert session.get_bind() is rt.engine
     finally:
-        eng.dispose()
+        rt.close()
 
 
 def test_models_match_migrations(engine: Engine) -> None:

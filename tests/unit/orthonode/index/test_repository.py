@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
+from support.index import open_index
 
 from orthonode.completion.policy import SeriesTiming
 from orthonode.dicom.contexts import StoreStatus
@@ -26,7 +27,7 @@ from orthonode.dicom.header import InstanceHeader
 from orthonode.dicom.storage import StoredFile
 from orthonode.errors import RejectedInstance
 from orthonode.index import repository as repo
-from orthonode.index.db import open_index, transaction
+from orthonode.index.db import transaction
 from orthonode.index.models import Base, Instance, Job, JobState, Series, Study, StudyState
 from orthonode.index.repository import JobInput, Recorded, RecordOutcome
 

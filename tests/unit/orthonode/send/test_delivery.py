@@ -42,6 +42,7 @@ def rt(tmp_path: Path, port: int) -> Iterator[Runtime]:
         delivery_lease_seconds=60,
     )
     runtime = Runtime(settings)
+    runtime.migrate()
     try:
         yield runtime
     finally:

@@ -33,6 +33,7 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
         data_dir=tmp_path / "data", models_dir=tmp_path / "models", job_max_attempts=3, job_lease_seconds=600
     )
     runtime = Runtime(settings)
+    runtime.migrate()
     try:
         yield runtime
     finally:

@@ -52,6 +52,7 @@ def rt(tmp_path: Path, models_dir: Path) -> Iterator[Runtime]:
         job_lease_seconds=600,
     )
     runtime = Runtime(settings)
+    runtime.migrate()
     try:
         yield runtime
     finally:
