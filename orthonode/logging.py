@@ -2,7 +2,7 @@
 
 Every record carries ``job`` (the job id being worked on, from a context variable, or ``-``), so that all
 lines about one study's processing can be found together. Patient name, id and birth date are never
-logged by the node's own code; ``log_phi`` exists only for an operator debugging a site on purpose.
+logged by the node's own code (there is no setting that turns them on).
 """
 
 from __future__ import annotations

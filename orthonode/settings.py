@@ -157,7 +157,6 @@ class Settings(BaseSettings):
 
     # Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_phi: bool = Field(default=False, description="Allow patient identifiers in logs (off by default)")
 
     @field_validator("ae_title")
     @classmethod

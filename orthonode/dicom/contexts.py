@@ -1,5 +1,6 @@
 """What the node accepts on the wire: storage SOP classes, transfer syntaxes and the C-STORE statuses it
-answers with. The Conformance Statement (``orthonode conformance``) is generated from these constants.
+answers with. The Conformance Statement is to be generated from these constants (``conformance/``; the
+generator is not written yet).
 
 References: PS3.4 Annex B (Storage Service Class; statuses in Table B.2-1), PS3.5 Section 10 and Annex A
 (transfer syntaxes), PS3.6 Annex A (UID registry).

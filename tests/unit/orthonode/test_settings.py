@@ -71,7 +71,7 @@ def test_defaults(clean_env: Path) -> None:
     assert s.job_lease_seconds == 900.0
     assert s.job_max_attempts == 5
     assert s.log_level == "INFO"
-    assert s.log_phi is False
+    assert s.fast_transport is True
 
 
 def test_default_derived_values(clean_env: Path) -> None:
@@ -206,12 +206,12 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_environment_values_are_typed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ORTHONODE_STUDY_QUIET_SECONDS", "2.5")
     monkeypatch.setenv("ORTHONODE_EMBEDDED_WORKER", "false")
-    monkeypatch.setenv("ORTHONODE_LOG_PHI", "1")
+    monkeypatch.setenv("ORTHONODE_FAST_TRANSPORT", "0")
     monkeypatch.setenv("ORTHONODE_DATA_DIR", str(tmp_path / "d"))
     s = load_settings()
     assert s.study_quiet_seconds == 2.5
     assert s.embedded_worker is False
-    assert s.log_phi is True
+    assert s.fast_transport is False
     assert s.data_dir == tmp_path / "d"
     assert s.effective_database_url == f"sqlite:///{tmp_path / 'd' / 'index.sqlite3'}"
 
