@@ -69,6 +69,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from orthonode.tasks.pipelines import PIPELINES, Anatomy, ModalityKind, PipelineSpec, Plane
+
 __all__ = [
     "OBLIQUE_THRESHOLD",
     "PIPELINES",
@@ -93,25 +95,6 @@ __all__ = [
     "route_study",
     "series_laterality",
 ]
-
-
-class Anatomy(StrEnum):
-    KNEE = "knee"
-    HIP = "hip"
-    SHOULDER = "shoulder"
-    ANKLE = "ankle"
-
-
-class ModalityKind(StrEnum):
-    RADIOGRAPH = "radiograph"
-    MRI = "mri"
-
-
-class Plane(StrEnum):
-    SAGITTAL = "sagittal"
-    CORONAL = "coronal"
-    AXIAL = "axial"
-    OBLIQUE = "oblique"
 
 
 @dataclass(frozen=True)
@@ -169,32 +152,6 @@ class RoutingDecision:
     def routed(self) -> bool:
         return bool(self.routes)
 
-
-@dataclass(frozen=True)
-class PipelineSpec:
-    """One task pipeline: the (anatomy, modality kind) it takes and, for MRI, the planes it uses.
-
-    An MRI series whose plane is unknown (no Image Orientation) is always kept; one whose plane is known
-    but not in ``planes`` is excluded from the route.
-    """
-
-    name: str
-    anatomy: Anatomy
-    modality: ModalityKind
-    planes: frozenset[Plane] = frozenset()
-
-
-_ORTHOGONAL = frozenset({Plane.SAGITTAL, Plane.CORONAL, Plane.AXIAL})
-_ANY_PLANE = frozenset(Plane)
-
-# The available task pipelines: adding one is one line.
-PIPELINES: tuple[PipelineSpec, ...] = (
-    PipelineSpec("knee_radiograph", Anatomy.KNEE, ModalityKind.RADIOGRAPH),
-    PipelineSpec("knee_mri", Anatomy.KNEE, ModalityKind.MRI, _ORTHOGONAL),
-    PipelineSpec("hip_mri", Anatomy.HIP, ModalityKind.MRI, _ANY_PLANE),
-    PipelineSpec("shoulder_mri", Anatomy.SHOULDER, ModalityKind.MRI, _ANY_PLANE),
-    PipelineSpec("ankle_mri", Anatomy.ANKLE, ModalityKind.MRI, _ANY_PLANE),
-)
 
 # Names of the attributes that decided a series' anatomy (the second item of detect_anatomy's answer).
 SOURCE_BODY_PART = "Body Part Examined (0018,0015)"

@@ -29,7 +29,7 @@ from torch import Tensor
 from orthonode.tasks import tta
 from orthonode.tasks.bundle import CARD_FILE, BundleError, HeadCard, load_bundle, read_card
 from orthonode.tasks.modules import Head, compose_features
-from orthonode.tasks.registry import PIPELINES
+from orthonode.tasks.pipelines import pipeline_spec
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +174,10 @@ class HeadRegistry:
     def applicable(self, pipeline: str, encoder_fingerprint: str | None = None) -> list[InstalledBundle]:
         """The best bundle per task for ``pipeline`` (see the module docstring for the order)."""
         try:
-            anatomy, modality = PIPELINES[pipeline]
-        except KeyError:
-            raise ValueError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}") from None
+            spec = pipeline_spec(pipeline)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        anatomy, modality = spec.anatomy, spec.modality
         best: dict[str, InstalledBundle] = {}
         for bundle in self.bundles:
             if bundle.anatomy != anatomy or bundle.modality != modality:

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from orthonode.encode.codes import TASK_CONCEPTS, TaskCodes
+from orthonode.tasks.pipelines import Anatomy, ModalityKind, pipeline_spec
 
-Anatomy = Literal["knee", "hip", "shoulder", "ankle"]
-Modality = Literal["radiograph", "mri"]
 InputKind = Literal["radiograph", "mri_slices"]
 
 PAPER = "Yu et al. 2026, OrthoFoundation, arXiv:2601.18250"
@@ -67,7 +66,7 @@ class TaskSpec:
     name: str
     title: str
     anatomy: Anatomy
-    modality: Modality
+    modality: ModalityKind
     input: InputSpec
     ordinal: bool
     metrics: tuple[str, ...]  # metric(s) of record; evaluation computes every metric that applies
@@ -144,23 +143,10 @@ def iter_tasks(*, anatomy: str | None = None, modality: str | None = None) -> It
         yield spec
 
 
-#: Node pipelines and the (anatomy, modality) whose heads they run.
-PIPELINES: dict[str, tuple[str, str]] = {
-    "knee_radiograph": ("knee", "radiograph"),
-    "knee_mri": ("knee", "mri"),
-    "hip_mri": ("hip", "mri"),
-    "shoulder_mri": ("shoulder", "mri"),
-    "ankle_mri": ("ankle", "mri"),
-}
-
-
 def tasks_for(pipeline: str) -> list[TaskSpec]:
     """The tasks a node pipeline (``knee_radiograph``, ``knee_mri``, ``hip_mri``...) can run."""
-    try:
-        anatomy, modality = PIPELINES[pipeline]
-    except KeyError:
-        raise KeyError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}") from None
-    return list(iter_tasks(anatomy=anatomy, modality=modality))
+    spec = pipeline_spec(pipeline)
+    return list(iter_tasks(anatomy=spec.anatomy, modality=spec.modality))
 
 
 # ---------------------------------------------------------------------------------- the tasks
@@ -176,7 +162,7 @@ def _mri(plane: str, slices: int = DEFAULT_MRI_SLICES) -> InputSpec:
 
 def _knee_radiograph_binary(name: str, title: str, datasets: tuple[str, ...], notes: str = "") -> TaskSpec:
     return TaskSpec(
-        name, title, "knee", "radiograph", _RADIOGRAPH, False, _BINARY_METRICS, datasets,
+        name, title, Anatomy.KNEE, ModalityKind.RADIOGRAPH, _RADIOGRAPH, False, _BINARY_METRICS, datasets,
         PaperResult("AUROC"), notes,
     )  # fmt: skip
 
@@ -188,7 +174,7 @@ def _mri_binary(
         name,
         title,
         anatomy,
-        "mri",
+        ModalityKind.MRI,
         _mri(plane),
         False,
         _BINARY_METRICS,
@@ -203,8 +189,8 @@ def kl_grade() -> TaskSpec:
     return TaskSpec(
         "kl_grade",
         "Kellgren-Lawrence grade",
-        "knee",
-        "radiograph",
+        Anatomy.KNEE,
+        ModalityKind.RADIOGRAPH,
         _RADIOGRAPH,
         True,
         _KL_METRICS,
@@ -235,69 +221,69 @@ def tkr() -> TaskSpec:
 
 @register_task
 def acl_injury() -> TaskSpec:
-    return _mri_binary("acl_injury", "ACL injury", "knee", "sagittal", ("mrnet", "kneemri"))
+    return _mri_binary("acl_injury", "ACL injury", Anatomy.KNEE, "sagittal", ("mrnet", "kneemri"))
 
 
 @register_task
 def pcl_injury() -> TaskSpec:
-    return _mri_binary("pcl_injury", "PCL injury", "knee", "sagittal")
+    return _mri_binary("pcl_injury", "PCL injury", Anatomy.KNEE, "sagittal")
 
 
 @register_task
 def mcl_injury() -> TaskSpec:
-    return _mri_binary("mcl_injury", "MCL injury", "knee", "coronal")
+    return _mri_binary("mcl_injury", "MCL injury", Anatomy.KNEE, "coronal")
 
 
 @register_task
 def lcl_injury() -> TaskSpec:
-    return _mri_binary("lcl_injury", "LCL injury", "knee", "coronal")
+    return _mri_binary("lcl_injury", "LCL injury", Anatomy.KNEE, "coronal")
 
 
 @register_task
 def meniscus_injury() -> TaskSpec:
-    return _mri_binary("meniscus_injury", "Meniscus injury", "knee", "sagittal", ("mrnet",))
+    return _mri_binary("meniscus_injury", "Meniscus injury", Anatomy.KNEE, "sagittal", ("mrnet",))
 
 
 @register_task
 def cartilage_lesion() -> TaskSpec:
-    return _mri_binary("cartilage_lesion", "Cartilage lesion", "knee", "sagittal")
+    return _mri_binary("cartilage_lesion", "Cartilage lesion", Anatomy.KNEE, "sagittal")
 
 
 @register_task
 def bone_contusion() -> TaskSpec:
-    return _mri_binary("bone_contusion", "Bone contusion", "knee", "coronal")
+    return _mri_binary("bone_contusion", "Bone contusion", Anatomy.KNEE, "coronal")
 
 
 @register_task
 def mpfl_injury() -> TaskSpec:
-    return _mri_binary("mpfl_injury", "MPFL injury", "knee", "axial")
+    return _mri_binary("mpfl_injury", "MPFL injury", Anatomy.KNEE, "axial")
 
 
 @register_task
 def patellar_dislocation() -> TaskSpec:
-    return _mri_binary("patellar_dislocation", "Patellar dislocation", "knee", "axial")
+    return _mri_binary("patellar_dislocation", "Patellar dislocation", Anatomy.KNEE, "axial")
 
 
 @register_task
 def hip_labral_tear() -> TaskSpec:
-    return _mri_binary("hip_labral_tear", "Hip labral tear", "hip", "coronal", notes="cross-anatomy")
+    return _mri_binary("hip_labral_tear", "Hip labral tear", Anatomy.HIP, "coronal", notes="cross-anatomy")
 
 
 @register_task
 def supraspinatus_injury() -> TaskSpec:
     return _mri_binary(
-        "supraspinatus_injury", "Supraspinatus injury", "shoulder", "coronal", notes="cross-anatomy"
+        "supraspinatus_injury", "Supraspinatus injury", Anatomy.SHOULDER, "coronal", notes="cross-anatomy"
     )
 
 
 @register_task
 def atfl_injury() -> TaskSpec:
-    return _mri_binary("atfl_injury", "ATFL injury", "ankle", "axial", notes="cross-anatomy")
+    return _mri_binary("atfl_injury", "ATFL injury", Anatomy.ANKLE, "axial", notes="cross-anatomy")
 
 
 @register_task
 def cfl_injury() -> TaskSpec:
-    return _mri_binary("cfl_injury", "CFL injury", "ankle", "axial", notes="cross-anatomy")
+    return _mri_binary("cfl_injury", "CFL injury", Anatomy.ANKLE, "axial", notes="cross-anatomy")
 
 
 def describe(spec: TaskSpec) -> str:
