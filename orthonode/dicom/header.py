@@ -21,8 +21,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from orthonode.dicom.contexts import STORAGE_BY_UID, StoreStatus
-from orthonode.dicom.storage import is_valid_uid
 from orthonode.errors import RejectedInstance
+from orthonode.uid import is_valid_uid
 
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float Pixel Data

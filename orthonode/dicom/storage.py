@@ -30,24 +30,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orthonode.errors import InvalidUID, StorageError
+from orthonode.errors import StorageError
+from orthonode.uid import validate_uid
 
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 _CHUNK = 1 << 20
 _SYNC_THREADS = 8
 _DURABLE_DIRS_LIMIT = 100_000
-
-
-def is_valid_uid(value: object) -> bool:
-    return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
-
-
-def validate_uid(value: object, what: str = "UID") -> str:
-    """Return ``value`` if it is a valid DICOM UID (PS3.5 §9.1), else raise :class:`InvalidUID`."""
-    if not is_valid_uid(value):
-        shown = repr(value)[:80]
-        raise InvalidUID(f"{what} {shown} is not a valid DICOM UID (PS3.5 9.1)")
-    return str(value)
 
 
 def fsync_dir(path: Path) -> None:

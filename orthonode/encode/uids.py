@@ -9,21 +9,15 @@ at most 4 + 39 = 43 characters, within the 64 of the UI value representation (PS
 
 from __future__ import annotations
 
-import re
 import uuid
+
+from orthonode.uid import is_valid_uid
 
 # Fixed for all time: changing it changes every UID the node has ever emitted for a given input.
 ORTHONODE_UID_NAMESPACE = uuid.UUID("5b0f1d0e-6a53-5c3f-9f0e-0f7a2c1e4d11")
 
 UUID_DERIVED_ROOT = "2.25."
-MAX_UID_LENGTH = 64
 SEPARATOR = "|"
-_UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-
-
-def is_valid_uid(uid: str) -> bool:
-    """Whether ``uid`` follows PS3.5 9.1: digits and dots, no leading zeros, at most 64 characters."""
-    return len(uid) <= MAX_UID_LENGTH and bool(_UID_PATTERN.match(uid))
 
 
 def derived_uid(*parts: str) -> str:

@@ -15,8 +15,8 @@ from typing import Any, Self
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage, SecondaryCaptureImageStorage  # type: ignore[attr-defined]
 
-from orthonode.dicom.storage import validate_uid
 from orthonode.peers.ports import LOOPBACK, free_port
+from orthonode.uid import validate_uid
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 

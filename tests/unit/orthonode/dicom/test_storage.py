@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orthonode.dicom.storage import InstanceStore, StoredFile, hash_and_sync, is_valid_uid, validate_uid
+from orthonode.dicom.storage import InstanceStore, StoredFile, hash_and_sync
 from orthonode.errors import InvalidUID, StorageError
+from orthonode.uid import is_valid_uid, validate_uid
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.1.2"
