@@ -69,6 +69,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from orthonode.sop_classes import SopKind, uids_of
 from orthonode.tasks.pipelines import PIPELINES, Anatomy, ModalityKind, PipelineSpec, Plane
 
 __all__ = [
@@ -163,28 +164,13 @@ SOURCE_ANATOMIC_REGION = "Anatomic Region Sequence (0008,2218)"
 # --- Series kind (PS3.6 Annex A SOP Class UIDs) ------------------------------------------------------
 
 _STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1"
-_RADIOGRAPH_SOP_CLASSES = frozenset(
-    {
-        f"{_STORAGE_ROOT}.1",  # Computed Radiography Image Storage
-        f"{_STORAGE_ROOT}.1.1",  # Digital X-Ray Image Storage - For Presentation
-        f"{_STORAGE_ROOT}.1.1.1",  # Digital X-Ray Image Storage - For Processing
-    }
-)
-_MR_SINGLE_FRAME_SOP_CLASSES = frozenset({f"{_STORAGE_ROOT}.4"})  # MR Image Storage
-_MR_MULTI_FRAME_SOP_CLASSES = frozenset(
-    {
-        f"{_STORAGE_ROOT}.4.1",  # Enhanced MR Image Storage
-        f"{_STORAGE_ROOT}.4.4",  # Legacy Converted Enhanced MR Image Storage
-    }
-)
+# Image classes by kind: the receiver's own table (orthonode.sop_classes), so routing knows exactly what
+# the node accepts. Spectroscopy is MR without images.
+_RADIOGRAPH_SOP_CLASSES = uids_of(SopKind.RADIOGRAPH)
+_MR_SOP_CLASSES = uids_of(SopKind.MR, SopKind.MR_MULTIFRAME)
+_MR_MULTI_FRAME_SOP_CLASSES = uids_of(SopKind.MR_MULTIFRAME)
 _MR_SPECTROSCOPY = f"{_STORAGE_ROOT}.4.2"
-_CT_SOP_CLASSES = frozenset(
-    {
-        f"{_STORAGE_ROOT}.2",  # CT Image Storage
-        f"{_STORAGE_ROOT}.2.1",  # Enhanced CT Image Storage
-        f"{_STORAGE_ROOT}.2.2",  # Legacy Converted Enhanced CT Image Storage
-    }
-)
+_CT_SOP_CLASSES = uids_of(SopKind.CT)
 # SOP Class families that are results or derived objects, never pipeline inputs.
 _RESULT_SOP_FAMILIES = (
     f"{_STORAGE_ROOT}.88",  # Structured Reports, Key Object Selection
@@ -224,7 +210,7 @@ def _series_kind(series: SeriesFacts) -> _Kind:
         return _Kind.OTHER
     if sop in _RADIOGRAPH_SOP_CLASSES:
         return _Kind.RADIOGRAPH
-    if sop in _MR_SINGLE_FRAME_SOP_CLASSES or sop in _MR_MULTI_FRAME_SOP_CLASSES:
+    if sop in _MR_SOP_CLASSES:
         return _Kind.MRI
     if sop in _CT_SOP_CLASSES:
         return _Kind.CT

@@ -8,7 +8,6 @@ References: PS3.4 Annex B (Storage Service Class; statuses in Table B.2-1), PS3.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 
 from pydicom.uid import (
@@ -28,37 +27,6 @@ from pydicom.uid import (
 
 VERIFICATION = "1.2.840.10008.1.1"
 
-
-@dataclass(frozen=True)
-class StorageClass:
-    uid: str
-    name: str
-    image: bool  # an image IOD: Pixel Data (7FE0,0010) is Type 1
-
-
-STORAGE_CLASSES: tuple[StorageClass, ...] = (
-    StorageClass("1.2.840.10008.5.1.4.1.1.1", "Computed Radiography Image Storage", True),
-    StorageClass("1.2.840.10008.5.1.4.1.1.1.1", "Digital X-Ray Image Storage - For Presentation", True),
-    StorageClass("1.2.840.10008.5.1.4.1.1.1.1.1", "Digital X-Ray Image Storage - For Processing", True),
-    StorageClass("1.2.840.10008.5.1.4.1.1.4", "MR Image Storage", True),
-    StorageClass("1.2.840.10008.5.1.4.1.1.4.1", "Enhanced MR Image Storage", True),
-    StorageClass("1.2.840.10008.5.1.4.1.1.4.4", "Legacy Converted Enhanced MR Image Storage", True),
-    StorageClass("1.2.840.10008.5.1.4.1.1.2", "CT Image Storage", True),
-    StorageClass("1.2.840.10008.5.1.4.1.1.2.1", "Enhanced CT Image Storage", True),
-    StorageClass("1.2.840.10008.5.1.4.1.1.7", "Secondary Capture Image Storage", True),
-    StorageClass(
-        "1.2.840.10008.5.1.4.1.1.7.2", "Multi-frame Grayscale Byte Secondary Capture Image Storage", True
-    ),
-    StorageClass(
-        "1.2.840.10008.5.1.4.1.1.7.3", "Multi-frame Grayscale Word Secondary Capture Image Storage", True
-    ),
-    StorageClass("1.2.840.10008.5.1.4.1.1.88.11", "Basic Text SR Storage", False),
-    StorageClass("1.2.840.10008.5.1.4.1.1.88.22", "Enhanced SR Storage", False),
-    StorageClass("1.2.840.10008.5.1.4.1.1.88.33", "Comprehensive SR Storage", False),
-    StorageClass("1.2.840.10008.5.1.4.1.1.88.34", "Comprehensive 3D SR Storage", False),
-    StorageClass("1.2.840.10008.5.1.4.1.1.88.59", "Key Object Selection Document Storage", False),
-)
-STORAGE_BY_UID = {c.uid: c for c in STORAGE_CLASSES}
 
 # Every syntax here is decodable by the node (pydicom with GDCM, pylibjpeg-openjpeg, pyjpegls,
 # pylibjpeg-rle; 12-bit JPEG Extended through GDCM directly, see orthonode.inference.loading).

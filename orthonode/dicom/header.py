@@ -20,8 +20,9 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from orthonode.dicom.contexts import STORAGE_BY_UID, StoreStatus
+from orthonode.dicom.contexts import StoreStatus
 from orthonode.errors import RejectedInstance
+from orthonode.sop_classes import STORAGE_BY_UID
 from orthonode.uid import is_valid_uid
 
 _UNDEFINED = 0xFFFFFFFF

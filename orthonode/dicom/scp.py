@@ -20,9 +20,10 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from orthonode.dicom import transport
-from orthonode.dicom.contexts import NON_IMAGE_SYNTAXES, STORAGE_CLASSES, TRANSFER_SYNTAXES, VERIFICATION
+from orthonode.dicom.contexts import NON_IMAGE_SYNTAXES, TRANSFER_SYNTAXES, VERIFICATION
 from orthonode.dicom.handlers import StoreHandlers
 from orthonode.settings import Settings
+from orthonode.sop_classes import STORAGE_CLASSES
 
 log = logging.getLogger(__name__)
 
