@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from orthonode.completion.policy import ForceAction
 from orthonode.errors import ConfigError
 
 ENV_PREFIX = "ORTHONODE_"
@@ -103,7 +104,7 @@ class Settings(BaseSettings):
     series_quiet_seconds: float = Field(default=30.0, gt=0)
     study_quiet_seconds: float = Field(default=60.0, gt=0)
     force_seconds: float = Field(default=3600.0, gt=0)
-    force_action: Literal["proceed", "discard", "keep_waiting"] = "proceed"
+    force_action: ForceAction = "proceed"
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
 
     # Limits.

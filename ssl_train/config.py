@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import yaml
 
+from orthonode.errors import ConfigError  # the one exception tree (orthonode.errors); re-exported here
+
 __all__ = [
     "DEFAULT_CONFIG",
     "Config",
@@ -41,10 +43,6 @@ __all__ = [
 
 #: The packaged defaults.
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used (unknown key, wrong type, bad value, unreadable file)."""
 
 
 @dataclass

@@ -48,7 +48,6 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from orthonode.errors import ConfigError as NodeConfigError
 from orthonode.inference.cnn_checkpoints import imagenet_checkpoint
 from orthonode.inference.encoder import load_encoder
 from orthonode.inference.precision import resolve_precision
@@ -285,7 +284,7 @@ def initial_weights(cfg: Config) -> dict[str, Tensor]:
     try:
         path = imagenet_checkpoint(arch)[0] if spec == "imagenet" else Path(spec)
         encoder = load_encoder(path, arch=arch)
-    except NodeConfigError as exc:
+    except ConfigError as exc:  # CheckpointError included: a missing file, wheel or key, a wrong sha256
         raise ConfigError(f"model.init: {exc}") from exc
     card_mean, card_std = encoder.card.channel_stats()
     if set(card_mean) != {cfg.crops.mean} or set(card_std) != {cfg.crops.std}:

@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, get_args
 
 ForceAction = Literal["proceed", "discard", "keep_waiting"]
-FORCE_ACTIONS: tuple[str, ...] = ("proceed", "discard", "keep_waiting")
+FORCE_ACTIONS: tuple[str, ...] = get_args(ForceAction)
 
 
 @dataclass(frozen=True)
