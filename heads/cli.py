@@ -472,12 +472,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    from heads.datasets.base import DatasetError
-    from orthonode.tasks.bundle import BundleError
+    from orthonode.errors import OrthonodeError
 
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, KeyError, DatasetError, BundleError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, OrthonodeError, FileNotFoundError) as exc:  # DatasetError, BundleError too
         print(f"heads {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

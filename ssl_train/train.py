@@ -48,6 +48,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from orthonode.errors import OrthonodeError
 from orthonode.inference.cnn_checkpoints import imagenet_checkpoint
 from orthonode.inference.encoder import load_encoder
 from orthonode.inference.precision import resolve_precision
@@ -82,7 +83,7 @@ CONFIG_FILE = "config.yaml"
 _LOSS_KEYS = ("total", "dino", "ibot", "koleo", "gram")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(OrthonodeError, RuntimeError):
     """A run that cannot start or continue (missing data, existing run, no checkpoint to resume)."""
 
 

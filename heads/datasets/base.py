@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from orthonode.errors import OrthonodeError
 from orthonode.inference import loading
 
 SampleKind = Literal["image", "volume"]
@@ -27,7 +28,7 @@ SampleKind = Literal["image", "volume"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
 
-class DatasetError(ValueError):
+class DatasetError(OrthonodeError, ValueError):
     """A dataset whose files or index do not have the expected layout (names the file and the problem)."""
 
 

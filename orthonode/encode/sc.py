@@ -29,6 +29,7 @@ from pydicom.valuerep import DA, DT, TM
 
 from orthonode.encode.codes import PROCESSING_EQUIPMENT
 from orthonode.encode.sr import DISCLAIMER, NODE_MANUFACTURER, UNTRAINED_STATEMENT, model_display_name
+from orthonode.errors import OrthonodeError
 from orthonode.inference.findings import Finding
 
 DEFAULT_SERIES_NUMBER = 9902
@@ -53,7 +54,7 @@ _HOT_ANCHORS = np.array(
 )
 
 
-class KeyImageError(ValueError):
+class KeyImageError(OrthonodeError, ValueError):
     """The finding's key image or heatmap cannot make a key image."""
 
 

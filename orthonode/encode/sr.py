@@ -44,6 +44,7 @@ from pydicom.valuerep import DA, DT, TM
 
 from orthonode.encode import codes as oc
 from orthonode.encode.uids import device_observer_uid, tracking_uid
+from orthonode.errors import OrthonodeError
 from orthonode.inference.findings import Finding, ModelIdentity
 
 SERIES_DESCRIPTION = "OrthoFoundation AI report - NOT FOR DIAGNOSTIC USE"
@@ -56,7 +57,7 @@ DEFAULT_SERIES_NUMBER = 9901
 MAX_LO = 64  # Series Description and similar LO attributes
 
 
-class ReportError(ValueError):
+class ReportError(OrthonodeError, ValueError):
     """The findings or the evidence cannot make a valid report."""
 
 

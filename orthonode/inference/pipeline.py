@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from pydicom.sr.coding import Code
 
+from orthonode.errors import OrthonodeError
 from orthonode.inference.backbones import is_vit
 from orthonode.inference.device import resolve_device
 from orthonode.inference.encoder import Encoder, EncoderOutput, load_encoder
@@ -53,7 +54,7 @@ HEADS_SUBDIR = "heads"
 PACKAGED_MODELS = Path(__file__).resolve().parent.parent / "models" / "default"
 
 
-class NoModelInstalled(RuntimeError):
+class NoModelInstalled(OrthonodeError, RuntimeError):
     """No encoder or no head for a pipeline: the job records it, nothing is sent."""
 
 

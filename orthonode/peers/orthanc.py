@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from orthonode.errors import OrthonodeError
 from orthonode.peers.ports import LOOPBACK, free_port
 
 ORTHANC_BINARY = "Orthanc"
@@ -50,7 +51,7 @@ MAX_FREE_PORT_TRIES = 20
 MAX_START_ATTEMPTS = 3
 
 
-class OrthancError(RuntimeError):
+class OrthancError(OrthonodeError, RuntimeError):
     """Orthanc failed to start or answered a REST call with an HTTP error."""
 
 

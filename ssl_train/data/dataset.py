@@ -39,6 +39,7 @@ from torch import Tensor
 from torch.nn import functional
 from torch.utils.data import Dataset
 
+from orthonode.errors import OrthonodeError
 from orthonode.inference.intensity import (
     DEFAULT_PERCENTILES,
     INTENSITY_VERSION,
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 _QUANT = 65535.0
 
 
-class SampleDecodeError(RuntimeError):
+class SampleDecodeError(OrthonodeError, RuntimeError):
     """A manifest row whose pixels cannot be decoded (names the file, frame and cause)."""
 
 

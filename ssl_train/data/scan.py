@@ -46,6 +46,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from orthonode.errors import OrthonodeError
 from orthonode.inference.intensity import (
     DEFAULT_PERCENTILES,
     modality_family,
@@ -128,7 +129,7 @@ _ANATOMY_WORDS: dict[str, str] = {
 }  # fmt: skip
 
 
-class SplitLeakError(ValueError):
+class SplitLeakError(OrthonodeError, ValueError):
     """A patient appears in more than one split of a manifest."""
 
 
