@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from pydicom import dcmread
 
+from orthonode.completion.selection import Route
 from orthonode.dicom.scu import Peer, send_files
 from orthonode.encode.outputs import build_outputs
 from orthonode.inference.pipeline import Models, run_pipeline
@@ -59,22 +60,24 @@ def studies(folder: Path) -> dict[str, tuple[list[dict[str, Any]], dict[str, lis
         for ds, path in zip(datasets, files, strict=True):
             by_series[str(ds.SeriesInstanceUID)].append(path)
             roles[str(ds.SeriesInstanceUID)] = str(ds.get("ImageLaterality") or ds.get("Laterality") or "")
-        route: dict[str, Any] = {
-            "pipeline": pipeline,
-            "anatomy": "knee",
-            "modality": modality,
-            "laterality": "B" if modality == "radiograph" else None,
-            "series": [
-                {
-                    "series_uid": uid,
-                    "plane": None,
-                    "weighting": None,
-                    "fat_suppressed": False,
-                    "laterality": lat or None,
-                }
-                for uid, lat in roles.items()
-            ],
-        }
+        route = Route.from_json(
+            {
+                "pipeline": pipeline,
+                "anatomy": "knee",
+                "modality": modality,
+                "laterality": "B" if modality == "radiograph" else None,
+                "series": [
+                    {
+                        "series_uid": uid,
+                        "plane": None,
+                        "weighting": None,
+                        "fat_suppressed": False,
+                        "laterality": lat or None,
+                    }
+                    for uid, lat in roles.items()
+                ],
+            }
+        )
         out[name] = ([route], dict(by_series))
     return out
 

@@ -65,9 +65,10 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Any
 
 from orthonode.sop_classes import SopKind, uids_of
 from orthonode.tasks.pipelines import PIPELINES, Anatomy, ModalityKind, PipelineSpec, Plane
@@ -134,14 +135,71 @@ class SeriesRole:
     fat_suppressed: bool  # MRI only
     laterality: str | None  # "L", "R", "B" or None
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SeriesRole:
+        """The role as :meth:`Route.as_json` wrote it; a missing key or a bad value is a ValueError."""
+        _require(data, ("series_uid", "plane", "weighting", "fat_suppressed", "laterality"), "series role")
+        plane = data["plane"]
+        return cls(
+            series_uid=str(data["series_uid"]),
+            plane=Plane(plane) if plane is not None else None,
+            weighting=None if data["weighting"] is None else str(data["weighting"]),
+            fat_suppressed=bool(data["fat_suppressed"]),
+            laterality=_laterality(data["laterality"]),
+        )
+
 
 @dataclass(frozen=True)
 class Route:
+    """One pipeline's share of a complete study: the hand-off from routing to the worker's inference.
+
+    Stored on the job as JSON (:meth:`as_json`) and read back typed (:meth:`from_json`), so both ends of
+    the hand-off see the same object.
+    """
+
     pipeline: str
     anatomy: Anatomy
     modality: ModalityKind
     laterality: str | None  # "L", "R", "B" (both sides present in the route) or None (unknown)
     series: tuple[SeriesRole, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain JSON types only (the enums are strings)."""
+        data = asdict(self)
+        data["anatomy"], data["modality"] = str(self.anatomy), str(self.modality)
+        data["series"] = [
+            {**role, "plane": None if role["plane"] is None else str(role["plane"])}
+            for role in data["series"]
+        ]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Route:
+        """The route :meth:`as_json` wrote; a missing key or a bad value is a ValueError naming it."""
+        _require(data, ("pipeline", "anatomy", "modality", "laterality", "series"), "route")
+        return cls(
+            pipeline=str(data["pipeline"]),
+            anatomy=Anatomy(data["anatomy"]),
+            modality=ModalityKind(data["modality"]),
+            laterality=_laterality(data["laterality"]),
+            series=tuple(SeriesRole.from_json(role) for role in data["series"]),
+        )
+
+
+def _require(data: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a {what} must be a JSON object, got {type(data).__name__}")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ValueError(f"{what} lacks {', '.join(missing)}")
+
+
+def _laterality(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in ("L", "R", "B", "U"):
+        raise ValueError(f"laterality must be L, R, B, U or null, not {value!r}")
+    return str(value)
 
 
 @dataclass(frozen=True)

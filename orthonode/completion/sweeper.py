@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,7 +72,7 @@ def study_facts(session: Session, study: Study) -> StudyFacts:
 
 
 def routes_json(decision: RoutingDecision) -> list[dict[str, Any]]:
-    return [asdict(route) for route in decision.routes]
+    return [route.as_json() for route in decision.routes]
 
 
 def _summary(decision: RoutingDecision) -> tuple[str | None, str | None]:

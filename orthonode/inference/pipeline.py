@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from pydicom.sr.coding import Code
 
+from orthonode.completion.selection import Route, SeriesRole
 from orthonode.errors import OrthonodeError
 from orthonode.inference.backbones import is_vit
 from orthonode.inference.device import resolve_device
@@ -44,6 +45,7 @@ from orthonode.inference.loading import DecodeError, Radiograph, Volume, load_ra
 from orthonode.inference.preprocess import Placement, fit_to_square, select_slices
 from orthonode.settings import Settings
 from orthonode.tasks import tta
+from orthonode.tasks.pipelines import ModalityKind
 
 log = logging.getLogger(__name__)
 
@@ -154,16 +156,16 @@ def models_for(settings: Settings) -> Models:
 # --------------------------------------------------------------------------------------------------
 def run_pipeline(
     models: Models,
-    routes: Sequence[Mapping[str, Any]],
+    routes: Sequence[Route],
     files_by_series: Mapping[str, Sequence[Path]],
     *,
     batch_size: int = 16,
 ) -> PipelineOutput:
-    """All findings of one job. ``routes`` as stored on the job; ``files_by_series`` maps each Series
-    Instance UID to its stored files."""
+    """All findings of one job. ``routes`` as routing decided them (read back from the job with
+    ``Route.from_json``); ``files_by_series`` maps each Series Instance UID to its stored files."""
     out = PipelineOutput()
     for route in routes:
-        pipeline = str(route.get("pipeline", ""))
+        pipeline = route.pipeline
         try:
             heads = models.heads_for(pipeline)
         except ValueError as exc:
@@ -172,8 +174,8 @@ def run_pipeline(
         if not heads:
             out.failures.append(f"{pipeline}: no head installed for this pipeline")
             continue
-        series = [s for s in route.get("series", []) if s.get("series_uid") in files_by_series]
-        if route.get("modality") == "radiograph":
+        series = [s for s in route.series if s.series_uid in files_by_series]
+        if route.modality == ModalityKind.RADIOGRAPH:
             _radiograph_route(models.encoder, heads, series, files_by_series, route, out, batch_size)
         else:
             _mri_route(models.encoder, heads, series, files_by_series, route, out, batch_size)
@@ -209,29 +211,29 @@ def _split_sides(
 def _radiograph_route(
     encoder: Encoder,
     heads: Sequence[InstalledHead],
-    series: Sequence[Mapping[str, Any]],
+    series: Sequence[SeriesRole],
     files_by_series: Mapping[str, Sequence[Path]],
-    route: Mapping[str, Any],
+    route: Route,
     out: PipelineOutput,
     batch_size: int,
 ) -> None:
     size = max(h.card.input.img_size for h in heads)
     views: list[_View] = []
     for role in series:
-        for path in files_by_series[role["series_uid"]]:
+        for path in files_by_series[role.series_uid]:
             with out.times.stage("read"):
                 try:
                     image = load_radiograph(path)
                 except DecodeError as exc:
-                    out.failures.append(f"{route['pipeline']}: {exc}")
+                    out.failures.append(f"{route.pipeline}: {exc}")
                     continue
-            laterality = _side(image.laterality, role.get("laterality"), _paired(route.get("laterality")))
+            laterality = _side(image.laterality, role.laterality, _paired(route.laterality))
             with out.times.stage("preprocess"):
                 for side, pixels in _split_sides(image, laterality, image.patient_orientation):
                     square, placement = fit_to_square(pixels, size, patch=encoder.patch_size)
                     views.append(_View(side, image.source, pixels, square, placement))
     if not views:
-        out.failures.append(f"{route['pipeline']}: no decodable image")
+        out.failures.append(f"{route.pipeline}: no decodable image")
         return
     squares = np.stack([v.square for v in views])[:, None]
     with out.times.stage("encode"):
@@ -274,25 +276,25 @@ def _radiograph_route(
 def _mri_route(
     encoder: Encoder,
     heads: Sequence[InstalledHead],
-    series: Sequence[Mapping[str, Any]],
+    series: Sequence[SeriesRole],
     files_by_series: Mapping[str, Sequence[Path]],
-    route: Mapping[str, Any],
+    route: Route,
     out: PipelineOutput,
     batch_size: int,
 ) -> None:
     by_side: dict[str | None, list[Volume]] = defaultdict(list)
-    route_side = _paired(route.get("laterality"))
+    route_side = _paired(route.laterality)
     for role in series:
         with out.times.stage("read"):
             try:
-                volume = load_volume(files_by_series[role["series_uid"]])
+                volume = load_volume(files_by_series[role.series_uid])
             except DecodeError as exc:
-                out.failures.append(f"{route['pipeline']}: series {role['series_uid']}: {exc}")
+                out.failures.append(f"{route.pipeline}: series {role.series_uid}: {exc}")
                 continue
-        side = _side(volume.laterality, role.get("laterality"), route_side)
+        side = _side(volume.laterality, role.laterality, route_side)
         by_side[side if side in ("L", "R") else None].append(volume)
     if not by_side:
-        out.failures.append(f"{route['pipeline']}: no decodable series")
+        out.failures.append(f"{route.pipeline}: no decodable series")
         return
     embeddings: _SliceEmbeddings = {}  # heads with the same slice selection and size share one encoding
     for head in heads:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
+from orthonode.completion.selection import Route
 from orthonode.encode.outputs import build_outputs
 from orthonode.errors import PermanentJobError, TransientError
 from orthonode.index import repository
@@ -120,7 +121,10 @@ def _work(rt: Runtime, job_id: int, holder: str) -> str:
         if job is None:
             raise PermanentJobError(f"job {job_id} vanished from the index")
         inputs = repository.job_inputs(session, job)
-        routes = list(job.routes)
+        try:
+            routes = [Route.from_json(route) for route in job.routes]
+        except ValueError as exc:
+            raise PermanentJobError(f"job {job_id}: its stored routes are malformed ({exc})") from exc
         study_uid, version, created = job.study.study_uid, job.study_version, job.created_at
         recorded = repository.job_results(session, job_id)
     if recorded:

@@ -677,3 +677,25 @@ def test_routes_follow_the_pipeline_table_order() -> None:
     names = [r.pipeline for r in decision.routes]
     assert names == sorted(names, key=order.index)
     assert route_study(knee_mri_study()) == route_study(knee_mri_study())  # deterministic
+
+
+def test_route_round_trips_through_json_typed() -> None:
+    """The hand-off to the worker: ``Route.as_json`` (stored on the job) and ``Route.from_json`` (read by
+    the worker) give back the same typed route; malformed stored routes are refused by name."""
+    import json
+
+    from orthonode.completion.selection import SeriesRole
+
+    route = Route(
+        "knee_mri", Anatomy.KNEE, ModalityKind.MRI, "B",
+        (SeriesRole("1.2.3", Plane.SAGITTAL, "PD", True, "L"), SeriesRole("1.2.4", None, None, False, None)),
+    )  # fmt: skip
+    stored = json.loads(json.dumps(route.as_json()))
+    assert stored["series"][0]["plane"] == "sagittal" and stored["anatomy"] == "knee"
+    assert Route.from_json(stored) == route
+    with pytest.raises(ValueError, match="route lacks series"):
+        Route.from_json({k: v for k, v in stored.items() if k != "series"})
+    with pytest.raises(ValueError, match="laterality must be"):
+        Route.from_json({**stored, "laterality": "left"})
+    with pytest.raises(ValueError, match="'elbow' is not a valid Anatomy"):
+        Route.from_json({**stored, "anatomy": "elbow"})

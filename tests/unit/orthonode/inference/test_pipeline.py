@@ -14,7 +14,7 @@ import io
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import pytest
 import torch
 from support.runtime import isolated_settings
 
+from orthonode.completion.selection import Route, SeriesRole
 from orthonode.encode.outputs import Output, build_outputs
 from orthonode.inference.findings import Finding
 from orthonode.inference.heads import InstalledHead, load_head
@@ -39,6 +40,7 @@ from orthonode.inference.preprocess import fit_to_square
 from orthonode.inference.untrained import write_untrained_models
 from orthonode.peers import synthetic
 from orthonode.settings import Settings
+from orthonode.tasks.pipelines import Anatomy
 
 ARCH = "vit_test_patch16_dinov3"
 SIZE = 64
@@ -109,42 +111,46 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
     return Study(uid, left, right, left_path, right_path, mr, mr_paths)
 
 
-def radiograph_route(*series: tuple[pydicom.Dataset, str | None], laterality: str | None) -> dict[str, Any]:
-    """A route as the sweeper stores it (``dataclasses.asdict`` of selection.Route)."""
-    return {
-        "pipeline": "knee_radiograph",
-        "anatomy": "knee",
-        "modality": "radiograph",
-        "laterality": laterality,
-        "series": [
-            {
-                "series_uid": str(ds.SeriesInstanceUID),
-                "plane": None,
-                "weighting": None,
-                "fat_suppressed": False,
-                "laterality": side,
-            }
-            for ds, side in series
-        ],
-    }
+def radiograph_route(*series: tuple[pydicom.Dataset, str | None], laterality: str | None) -> Route:
+    """A route as the sweeper stores it (``Route.as_json``), read back as the worker does."""
+    return Route.from_json(
+        {
+            "pipeline": "knee_radiograph",
+            "anatomy": "knee",
+            "modality": "radiograph",
+            "laterality": laterality,
+            "series": [
+                {
+                    "series_uid": str(ds.SeriesInstanceUID),
+                    "plane": None,
+                    "weighting": None,
+                    "fat_suppressed": False,
+                    "laterality": side,
+                }
+                for ds, side in series
+            ],
+        }
+    )
 
 
-def mri_route(series_uid: str, laterality: str | None = "R", pipeline: str = "knee_mri") -> dict[str, Any]:
-    return {
-        "pipeline": pipeline,
-        "anatomy": "knee",
-        "modality": "mri",
-        "laterality": laterality,
-        "series": [
-            {
-                "series_uid": series_uid,
-                "plane": "sagittal",
-                "weighting": "PD",
-                "fat_suppressed": True,
-                "laterality": laterality,
-            }
-        ],
-    }
+def mri_route(series_uid: str, laterality: str | None = "R", pipeline: str = "knee_mri") -> Route:
+    return Route.from_json(
+        {
+            "pipeline": pipeline,
+            "anatomy": "knee",
+            "modality": "mri",
+            "laterality": laterality,
+            "series": [
+                {
+                    "series_uid": series_uid,
+                    "plane": "sagittal",
+                    "weighting": "PD",
+                    "fat_suppressed": True,
+                    "laterality": laterality,
+                }
+            ],
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -431,14 +437,16 @@ def test_undecodable_series_fails_its_route_only(models: Models, study: Study, t
 # --------------------------------------------------------------------------------------------- known bugs
 
 
-def _role(ds: pydicom.Dataset, side: str | None, plane: str | None = None) -> dict[str, Any]:
-    return {
-        "series_uid": str(ds.SeriesInstanceUID),
-        "plane": plane,
-        "weighting": None,
-        "fat_suppressed": False,
-        "laterality": side,
-    }
+def _role(ds: pydicom.Dataset, side: str | None, plane: str | None = None) -> SeriesRole:
+    return SeriesRole.from_json(
+        {
+            "series_uid": str(ds.SeriesInstanceUID),
+            "plane": plane,
+            "weighting": None,
+            "fat_suppressed": False,
+            "laterality": side,
+        }
+    )
 
 
 def test_unsided_image_in_a_two_sided_route_is_not_split(
@@ -465,10 +473,10 @@ def test_mri_series_of_two_knees_give_one_finding_per_side(
         str(left[0].SeriesInstanceUID): synthetic.write_all(left, tmp_path / "l"),
         str(right[0].SeriesInstanceUID): synthetic.write_all(right, tmp_path / "r"),
     }
-    route = {
-        **mri_route(str(left[0].SeriesInstanceUID), laterality="B"),
-        "series": [_role(left[0], "L", "sagittal"), _role(right[0], "R", "sagittal")],
-    }
+    route = replace(
+        mri_route(str(left[0].SeriesInstanceUID), laterality="B"),
+        series=(_role(left[0], "L", "sagittal"), _role(right[0], "R", "sagittal")),
+    )
     out = run_pipeline(models, [route], files)
     assert {(f.task, f.laterality) for f in out.findings} == {(t, s) for t in MRI_TASKS for s in ("L", "R")}
     for f in out.findings:
@@ -481,8 +489,8 @@ def test_mri_series_of_two_knees_give_one_finding_per_side(
 
 def test_pipeline_without_a_head_is_a_failure(models: Models, study: Study) -> None:
     routes = [
-        {**mri_route(str(study.mr[0].SeriesInstanceUID), pipeline="hip_mri"), "anatomy": "hip"},
-        {**mri_route(str(study.mr[0].SeriesInstanceUID), pipeline="spine_ct")},
+        replace(mri_route(str(study.mr[0].SeriesInstanceUID), pipeline="hip_mri"), anatomy=Anatomy.HIP),
+        mri_route(str(study.mr[0].SeriesInstanceUID), pipeline="spine_ct"),
     ]
     out = run_pipeline(models, routes, study.files_by_series)
     assert out.findings == []

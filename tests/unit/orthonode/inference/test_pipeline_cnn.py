@@ -16,6 +16,7 @@ import pytest
 import torch
 from support.runtime import isolated_settings
 
+from orthonode.completion.selection import Route
 from orthonode.inference.heads import load_head
 from orthonode.inference.loading import load_radiograph
 from orthonode.inference.pipeline import Models, run_pipeline
@@ -55,11 +56,11 @@ def test_cnn_probabilities_average_the_mirror_and_overlay_is_the_class_activatio
     uid = synthetic.new_study_uid()
     ds = synthetic.radiograph(uid, laterality="L", rows=80, cols=64, seed=1, series_number=1)
     (path,) = synthetic.write_all([ds], tmp_path, prefix="dx")
-    route = {
+    route = Route.from_json({
         "pipeline": "knee_radiograph", "anatomy": "knee", "modality": "radiograph", "laterality": "L",
         "series": [{"series_uid": str(ds.SeriesInstanceUID), "plane": None, "weighting": None,
                     "fat_suppressed": False, "laterality": "L"}],
-    }  # fmt: skip
+    })  # fmt: skip
     out = run_pipeline(models, [route], {str(ds.SeriesInstanceUID): [path]})
     assert out.failures == []
     (finding,) = out.findings

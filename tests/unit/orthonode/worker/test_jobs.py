@@ -13,18 +13,25 @@ import pytest
 from sqlalchemy import select
 from support.runtime import isolated_settings, job_row
 
+from orthonode.completion.selection import Route, SeriesRole
 from orthonode.dicom.header import InstanceHeader
 from orthonode.errors import TransientError
 from orthonode.index import repository as repo
 from orthonode.index.db import transaction
-from orthonode.index.models import JobState, Study
+from orthonode.index.models import Job, JobState, Study
 from orthonode.runtime import Runtime
+from orthonode.tasks.pipelines import Anatomy, ModalityKind
 from orthonode.worker import jobs
 from orthonode.worker.jobs import JobOutcome, run_job
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 STUDY = "2.25.700"
-ROUTES = [{"pipeline": "knee_mri", "series": ["2.25.700.1"]}, {"pipeline": "knee_mri_meniscus"}]
+ROUTES = [
+    Route(
+        "knee_mri", Anatomy.KNEE, ModalityKind.MRI, "R",
+        (SeriesRole("2.25.700.1", None, None, False, "R"), SeriesRole("2.25.700.2", None, None, False, "R")),
+    ).as_json()
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -97,6 +104,16 @@ def make_job(rt: Runtime) -> tuple[int, list[str]]:
 
 
 # --------------------------------------------------------------------------------------------- run_job
+
+
+def test_malformed_stored_routes_fail_the_job_permanently(rt: Runtime) -> None:
+    job_id, _ = make_job(rt)
+    with transaction(rt.sessions) as session:
+        session.get(Job, job_id).routes = [{"pipeline": "knee_mri"}]  # type: ignore[union-attr]
+    assert run_job(rt, job_id) is JobOutcome.FAILED
+    job = job_row(rt, job_id)
+    assert job.state == JobState.FAILED and "stored routes are malformed" in (job.error or "")
+    assert job.attempts == 1  # not retried: it cannot succeed
 
 
 def test_run_job_done(rt: Runtime) -> None:
