@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", type=Path, help="a bundle written by 'heads fit'")
     p.add_argument("--results", type=Path, help="results.json written by 'heads evaluate'")
     p.add_argument("--version", default=None, help="version of the exported bundle (default: the fit's)")
+    p.add_argument(
+        "--tta", default=None, choices=("none", "hflip"),
+        help="test-time augmentation the bundle asks for (default: the bundle's own)",
+    )  # fmt: skip
     p.add_argument("--random", action="store_true", help="write a random UNTRAINED head instead")
     p.add_argument("--task", help="with --random")
     p.add_argument("--encoder", type=Path, help="with --random")
@@ -435,6 +439,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     loaded = load_bundle(args.bundle)
     card = loaded.card
     report = json.loads(args.results.read_text(encoding="utf-8")) if args.results else None
+    if report is not None and report.get("head", {}).get("tta", "none") != (args.tta or card.input.tta):
+        raise ValueError("the results were computed with another test-time augmentation than the export's")
     if report is not None and report.get("task") != card.task:
         raise ValueError(f"results are for task {report.get('task')!r}, the bundle is {card.task!r}")
     if report is not None and report.get("encoder", {}).get("fingerprint") not in (
@@ -448,7 +454,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         encoder_name=card.encoder.name, img_size=card.input.img_size, patch=card.input.patch,
         features=card.input.features, version=args.version or card.version, trained=card.trained,
         name=card.name, thresholds=dict(card.thresholds), training=dict(card.head.training),
-        metrics=metrics, evaluated_on=evaluated, tta=card.input.tta,
+        metrics=metrics, evaluated_on=evaluated, tta=args.tta or card.input.tta,
     )  # fmt: skip
     path = save_bundle(loaded.head, new, args.out, overwrite=args.overwrite)
     print(f"exported {path}")
