@@ -117,29 +117,13 @@ def create_backbone(
     (``dynamic_img_size``, and RoPE has no learned position table to interpolate); the CNNs take any
     multiple of their stride.
     """
-    kind = family(arch)
-    if kind == "cnn":
-        model = timm.create_model(
-            arch,
-            pretrained=False,
-            num_classes=0,
-            global_pool="avg",
-            in_chans=in_chans,
-            drop_path_rate=drop_path_rate,
-            **kwargs,
-        )
-        return model
-    model = timm.create_model(
-        arch,
-        pretrained=False,
-        num_classes=0,
-        global_pool="token",
-        img_size=img_size,
-        in_chans=in_chans,
-        drop_path_rate=drop_path_rate,
-        **kwargs,
-    )
-    return cast(Eva, model)
+    options: dict[str, Any] = {"num_classes": 0, "in_chans": in_chans, "drop_path_rate": drop_path_rate}
+    if family(arch) == "cnn":
+        options["global_pool"] = "avg"
+    else:
+        options.update(global_pool="token", img_size=img_size)
+    model: nn.Module = timm.create_model(arch, pretrained=False, **options, **kwargs)
+    return model
 
 
 def backbone_stride(model: nn.Module) -> int:
