@@ -397,54 +397,20 @@ def finetune(
         log.info("fine-tune %s: resumed after epoch %d", task.name, start_epoch)
     resumed_from = start_epoch
 
+    run = _EpochRun(
+        encoder, backbone, head, optimiser, generator, config, device, bf16, labels, weights, train_x,
+        steps_per_epoch, total_steps, warmup_steps,
+    )  # fmt: skip
     epoch = start_epoch
     stopped = waited >= config.patience
     while epoch < config.epochs and not stopped:
         if max_epochs_this_call is not None and epoch - resumed_from >= max_epochs_this_call:
             break
         tick = time.perf_counter()
-        backbone.train()
-        head.train()
-        order = torch.randperm(len(train), generator=generator)
-        total = 0.0
-        starts: Any = range(0, len(order), config.batch_size)
-        if progress:
-            from tqdm import tqdm  # type: ignore[import-untyped]
-
-            starts = tqdm(starts, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
-        for index, start in enumerate(starts):
-            step = epoch * steps_per_epoch + index
-            lr = lr_at(step, total_steps, warmup_steps, config.lr, config.min_lr)
-            for group in optimiser.param_groups:
-                group["lr"] = lr * group["lr_scale"]
-            idx = order[start : start + config.batch_size]
-            images = train_x[idx]
-            idx = idx.to(device)
-            images = augment_batch(images, config, generator) if config.augment else images.float()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = _forward(encoder, backbone, head, images, config.features)
-            loss = head.loss(logits.float(), labels[idx], weights, label_smoothing=config.label_smoothing)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip_grad is not None:
-                params = [p for g in optimiser.param_groups for p in g["params"]]
-                nn.utils.clip_grad_norm_(params, config.clip_grad)
-            optimiser.step()
-            total += float(loss.detach()) * idx.numel()
+        total = _train_epoch(run, epoch, progress)
         epoch += 1
-        logits = _logits(encoder, backbone, head, val_x, config.features, max(config.batch_size, 64))
-        val_loss = float(head.loss(logits, val_y, None if weights is None else weights.cpu()))
-        predicted = head.probabilities_from_logits(logits).argmax(dim=1).numpy()
-        record = {
-            "epoch": epoch,
-            "train_loss": total / len(train),
-            "val_loss": val_loss,
-            "val_accuracy": accuracy(val_y.numpy(), predicted),
-            "val_qwk": quadratic_weighted_kappa(val_y.numpy(), predicted, k=task.num_classes)
-            if task.ordinal
-            else float("nan"),
-            "seconds": time.perf_counter() - tick,
-        }
+        record = _carve_record(run, task, epoch, total / len(train), val_x, val_y, tick)
+        val_loss = record["val_loss"]
         history.append(record)
         scores = {"loss": -val_loss, "accuracy": record["val_accuracy"], "qwk": record["val_qwk"]}
         score = scores[config.select]
@@ -491,6 +457,80 @@ def finetune(
         backbone, head, config, best_epoch, history, n_train=len(train), n_val=len(val),
         resumed_from_epoch=resumed_from, tta_carve=carve,
     )  # fmt: skip
+
+
+@dataclass
+class _EpochRun:
+    """What one fine-tuning epoch works on (see :func:`finetune`)."""
+
+    encoder: Any
+    backbone: nn.Module
+    head: Head
+    optimiser: torch.optim.Optimizer
+    generator: torch.Generator
+    config: FineTuneConfig
+    device: torch.device
+    bf16: bool
+    labels: Tensor
+    weights: Tensor | None
+    train_x: Tensor
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+
+def _train_epoch(run: _EpochRun, epoch: int, progress: bool) -> float:
+    """One pass over the training images in a fresh random order; returns the summed loss."""
+    config, backbone, head = run.config, run.backbone, run.head
+    backbone.train()
+    head.train()
+    order = torch.randperm(len(run.train_x), generator=run.generator)
+    total = 0.0
+    starts: Any = range(0, len(order), config.batch_size)
+    if progress:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+
+        starts = tqdm(starts, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+    for index, start in enumerate(starts):
+        step = epoch * run.steps_per_epoch + index
+        lr = lr_at(step, run.total_steps, run.warmup_steps, config.lr, config.min_lr)
+        for group in run.optimiser.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        idx = order[start : start + config.batch_size]
+        images = run.train_x[idx]
+        idx = idx.to(run.device)
+        images = augment_batch(images, config, run.generator) if config.augment else images.float()
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
+            logits = _forward(run.encoder, backbone, head, images, config.features)
+        loss = head.loss(logits.float(), run.labels[idx], run.weights, label_smoothing=config.label_smoothing)
+        run.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.clip_grad is not None:
+            params = [p for g in run.optimiser.param_groups for p in g["params"]]
+            nn.utils.clip_grad_norm_(params, config.clip_grad)
+        run.optimiser.step()
+        total += float(loss.detach()) * idx.numel()
+    return total
+
+
+def _carve_record(
+    run: _EpochRun, task: TaskSpec, epoch: int, train_loss: float, val_x: Tensor, val_y: Tensor, tick: float
+) -> dict[str, float]:
+    """The epoch's line of the history: train loss, and loss, accuracy and QWK on the carve (float32)."""
+    config = run.config
+    logits = _logits(run.encoder, run.backbone, run.head, val_x, config.features, max(config.batch_size, 64))
+    val_loss = float(run.head.loss(logits, val_y, None if run.weights is None else run.weights.cpu()))
+    predicted = run.head.probabilities_from_logits(logits).argmax(dim=1).numpy()
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "val_accuracy": accuracy(val_y.numpy(), predicted),
+        "val_qwk": quadratic_weighted_kappa(val_y.numpy(), predicted, k=task.num_classes)
+        if task.ordinal
+        else float("nan"),
+        "seconds": time.perf_counter() - tick,
+    }
 
 
 def carve_tta_scores(
