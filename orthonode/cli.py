@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="studies and jobs in the index")
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.add_argument("--limit", type=int, default=200)
+    s.add_argument("--watch", action="store_true", help="the dashboard live in the terminal (Ctrl-C ends)")
+    s.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (--watch)")
+    s.add_argument("--count", type=int, default=None, help="stop after this many refreshes (--watch)")
 
     for name, text in (("echo", "C-ECHO a DICOM peer"), ("send", "C-STORE files to a DICOM peer")):
         c = sub.add_parser(name, help=text)
@@ -60,6 +64,30 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--images", type=Path, help="folder of knee radiograph PNGs to build the study from")
     d.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     return p
+
+
+def _watch(settings: Settings, interval: float, count: int | None) -> int:
+    from orthonode.console.watch import watch
+    from orthonode.runtime import Runtime
+
+    rt = Runtime(settings)
+    try:
+        rt.require_current_schema()
+        return watch(rt, interval=max(0.2, interval), count=count)
+    finally:
+        rt.close()
+
+
+def _share_metrics(settings: Settings, *, fresh: bool) -> None:
+    """Processes of one node share their Prometheus events through ``data_dir/metrics`` (see
+    ``orthonode.metrics``): set before prometheus-client is first imported, inherited by child
+    processes. The serving process starts it ``fresh``: files of an earlier run's processes would
+    be counted again."""
+    path = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.data_dir / "metrics")))
+    path.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
 
 
 def _status(settings: Settings, as_json: bool, limit: int) -> int:
@@ -154,7 +182,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _retry(settings: Settings, job_id: int) -> int:
-    from orthonode.index import repository
+    from orthonode.index import operator
     from orthonode.index.db import transaction
     from orthonode.index.models import utcnow
     from orthonode.runtime import Runtime
@@ -163,8 +191,8 @@ def _retry(settings: Settings, job_id: int) -> int:
     try:
         rt.require_current_schema()
         with transaction(rt.sessions) as session:
-            job = repository.retry_job(session, job_id, utcnow())
-            deliveries = repository.retry_deliveries(session, job_id, utcnow())
+            job = operator.retry_job(session, job_id, utcnow())
+            deliveries = operator.retry_deliveries(session, job_id, utcnow())
     finally:
         rt.close()
     if job:
@@ -178,8 +206,9 @@ def _retry(settings: Settings, job_id: int) -> int:
 
 def _models(settings: Settings, as_json: bool) -> int:
     from orthonode.inference import pipeline
+    from orthonode.inference.layout import models_root
 
-    root = pipeline.models_root(settings)
+    root = models_root(settings)
     try:
         models = pipeline.Models.load(root, settings)
     except pipeline.NoModelInstalled as exc:
@@ -213,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         configure_logging(settings.log_level)
+        if args.command in ("serve", "worker"):
+            _share_metrics(settings, fresh=args.command == "serve")
         if args.command == "serve":
             from orthonode.service import serve
 
@@ -220,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return _worker(args, settings)
         if args.command == "status":
+            if args.watch:
+                return _watch(settings, args.interval, args.count)
             return _status(settings, args.json, args.limit)
         if args.command in ("echo", "send"):
             return _scu(args, settings)

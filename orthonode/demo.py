@@ -131,6 +131,7 @@ def run_demo(images: Path | None = None, keep: bool = False) -> int:
             "ORTHONODE_SWEEP_INTERVAL_SECONDS": "0.3",
             "ORTHONODE_MIN_FREE_BYTES": "0",
             "ORTHONODE_LOG_LEVEL": "WARNING",
+            "ORTHONODE_WEB_PORT": "0",
             "ORTHONODE_DESTINATIONS": json.dumps([destination]),
             "ORTHONODE_MODELS_DIR": str(models_dir),
         }
@@ -143,6 +144,8 @@ def run_demo(images: Path | None = None, keep: bool = False) -> int:
         worker = _start_worker_child(None, quiet=True)
         stack.callback(_stop_worker_child, worker, 30.0)
         _say(f"node {settings.ae_title} listening on 127.0.0.1:{port}, worker process {worker.pid} started")
+        if node.console is not None:
+            _say(f"console: http://127.0.0.1:{node.console.port}/ (metrics at /metrics)")
         if trained:
             _say(f"model: the trained default model in {models_dir}")
         else:
@@ -177,7 +180,7 @@ def run_demo(images: Path | None = None, keep: bool = False) -> int:
 
 def _models(folder: Path) -> tuple[Path, bool]:
     """The packaged trained model if there is one, else an UNTRAINED random one written to ``folder``."""
-    from orthonode.inference.pipeline import PACKAGED_MODELS
+    from orthonode.inference.layout import PACKAGED_MODELS
     from orthonode.inference.untrained import write_untrained_models
 
     if (PACKAGED_MODELS / "encoder").is_dir():

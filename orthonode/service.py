@@ -1,6 +1,8 @@
-"""``orthonode serve``: the SCP, the sweeper and (on the embedded default) a worker child, in one process
-tree, until SIGTERM. On SIGTERM the listening socket closes, associations in progress finish (bounded by
-the network timeout), the sweeper stops, the worker child finishes its current job, and the process
+"""``orthonode serve``: the SCP, the sweeper, the operator console (``orthonode.console``) and (on the
+embedded default) a worker child, in one process tree, until SIGTERM.
+
+On SIGTERM the listening socket closes, associations in progress finish (bounded by the network
+timeout), the sweeper and the console stop, the worker child finishes its current job, and the process
 exits 0."""
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from orthonode.completion.sweeper import Sweeper
+from orthonode.console.server import ConsoleServer
 from orthonode.dicom.handlers import StoreHandlers
 from orthonode.dicom.scp import StorageSCP
 from orthonode.runtime import Runtime
@@ -37,7 +40,7 @@ def enqueue_delivery(job_id: int) -> None:
 
 
 class Node:
-    """The receiving node (SCP + sweeper) of one process."""
+    """The receiving node (SCP + sweeper + console) of one process."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -45,18 +48,31 @@ class Node:
         celery_app.configure(settings, self.rt)
         self.scp = StorageSCP(settings, StoreHandlers(settings, self.rt.store, self.rt.sessions))
         self.sweeper = Sweeper(self.rt, enqueue_job, enqueue_delivery=enqueue_delivery)
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.console: ConsoleServer | None = None
+        if settings.web_enabled:
+            self.console = ConsoleServer(self.rt, embedded_worker_alive=self.embedded_worker_alive)
+
+    def embedded_worker_alive(self) -> bool | None:
+        if not self.settings.runs_embedded_worker:
+            return None
+        return self.worker is not None and self.worker.poll() is None
 
     def start(self) -> None:
         self.rt.migrate()  # the schema is current before anything is accepted
         stale = self.rt.store.sweep_incoming()
         if stale:
             log.info("removed %d unacknowledged partial file(s) from an earlier run", stale)
+        if self.console is not None:
+            self.console.start()  # before the SCP: a busy web port fails start-up before anything is accepted
         self.scp.start()
         self.sweeper.start()
 
     def stop(self) -> None:
         self.scp.stop(drain_seconds=self.settings.network_timeout)
         self.sweeper.stop()
+        if self.console is not None:
+            self.console.stop()
         self.rt.close()
 
 
@@ -94,15 +110,15 @@ def serve(settings: Settings, config_file: Path | None) -> int:
 
     node = Node(settings)
     node.start()
-    worker = _start_worker_child(config_file) if settings.runs_embedded_worker else None
+    node.worker = _start_worker_child(config_file) if settings.runs_embedded_worker else None
     try:
         while not stop.wait(1.0):
-            if worker is not None and worker.poll() is not None:
-                log.error("embedded worker exited with %s; restarting it", worker.returncode)
-                worker = _start_worker_child(config_file)
+            if node.worker is not None and node.worker.poll() is not None:
+                log.error("embedded worker exited with %s; restarting it", node.worker.returncode)
+                node.worker = _start_worker_child(config_file)
     finally:
         node.stop()
-        if worker is not None:
-            _stop_worker_child(worker, max(30.0, settings.job_lease_seconds))
+        if node.worker is not None:
+            _stop_worker_child(node.worker, max(30.0, settings.job_lease_seconds))
     log.info("stopped")
     return 0

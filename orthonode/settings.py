@@ -14,7 +14,15 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -156,6 +164,17 @@ class Settings(BaseSettings):
     delivery_lease_seconds: float = Field(default=300.0, gt=0, description="A silent send is retried after")
     delivery_timeout_seconds: float = Field(default=60.0, gt=0, description="Network timeout of one send")
 
+    # The operator console (orthonode.console), served by `orthonode serve`.
+    web_enabled: bool = Field(default=True, description="Serve the console, REST API and /metrics")
+    web_host: str = Field(default="127.0.0.1", description="Loopback by default: expose it deliberately")
+    web_port: int = Field(default=8180, ge=0, le=65535, description="0 picks a free port (logged)")
+    web_token: SecretStr | None = Field(
+        default=None, description="Bearer token for retry/discard; without it the console is read-only"
+    )
+    web_show_patient_names: bool = Field(
+        default=False, description="Show patient name and ID (read from the stored files) in the console"
+    )
+
     # Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -226,6 +245,22 @@ class Settings(BaseSettings):
     @property
     def runs_embedded_worker(self) -> bool:
         return self.broker_is_local if self.embedded_worker is None else self.embedded_worker
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as JSON values with every secret hidden: the token, and passwords inside the
+        database and broker URLs (what the console's configuration page shows)."""
+        values: dict[str, Any] = self.model_dump(mode="json")
+        for key in ("database_url", "broker_url"):
+            if values.get(key):
+                values[key] = _hide_password(values[key])
+        if values.get("web_token"):
+            values["web_token"] = "(set, hidden)"
+        return values
+
+
+def _hide_password(url: str) -> str:
+    """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db``."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _unknown_env_keys(environ: dict[str, str]) -> list[str]:

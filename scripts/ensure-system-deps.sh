@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and the demo talk to (Orthanc, dcmtk, dicom3tools) when they are
+# Installs the Debian packages the tests and the demo talk to (Orthanc, dcmtk, dicom3tools, and Chromium
+# for the operator console's browser tests) when they are
 # missing and we run as root. Otherwise it says what to install; the tests that need them then skip
 # (outside CI) with that reason.
 set -euo pipefail
@@ -7,6 +8,7 @@ missing=()
 command -v Orthanc >/dev/null 2>&1 || missing+=(orthanc)
 command -v storescu >/dev/null 2>&1 || missing+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

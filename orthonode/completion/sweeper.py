@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from orthonode import metrics
 from orthonode.completion.policy import Action, CompletionRules, decide
 from orthonode.completion.selection import RoutingDecision, SeriesFacts, StudyFacts, route_study
 from orthonode.index import repository
@@ -120,8 +121,9 @@ class Sweeper:
             )
         for study_id in candidates:
             outcome = self._decide_study(study_id)
-            if outcome:
+            if outcome:  # committed by now
                 counts[outcome] += 1
+                metrics.STUDIES_COMPLETED.labels(outcome=outcome).inc()
         counts["enqueued"] = self.hand_over_jobs()
         with transaction(self.rt.sessions) as session:
             expired = repository.expire_leases(

@@ -18,6 +18,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session, sessionmaker
 
+from orthonode import metrics
 from orthonode.dicom.contexts import StoreStatus
 from orthonode.dicom.header import read_header
 from orthonode.dicom.storage import InstanceStore, file_sha256
@@ -89,6 +90,7 @@ class StoreHandlers:
             return self._store(event, received, peer)
         except RejectedInstance as exc:
             log.warning("C-STORE from %s refused 0x%04X: %s", peer, exc.status, exc.reason)
+            metrics.STORE_REFUSED.labels(status=f"0x{exc.status:04X}").inc()
             if received is not None and exc.quarantine and received.exists():
                 kept = self.store.quarantine(
                     received,
@@ -104,6 +106,7 @@ class StoreHandlers:
             return status(exc.status, exc.reason)
         except Exception:
             log.exception("C-STORE from %s failed inside the node; answered Out of Resources", peer)
+            metrics.STORE_REFUSED.labels(status=f"0x{StoreStatus.OUT_OF_RESOURCES:04X}").inc()
             return status(StoreStatus.OUT_OF_RESOURCES, "internal error in the receiving node; retry later")
         finally:
             if received is not None and received.parent == self.store.incoming:
@@ -177,4 +180,6 @@ class StoreHandlers:
                 recorded.study_version,
             )
         log.debug("stored %s from %s (%s)", header.sop_instance_uid, peer, recorded.outcome)
+        metrics.INSTANCES_RECEIVED.labels(outcome=str(recorded.outcome)).inc()
+        metrics.BYTES_RECEIVED.inc(size)
         return StoreStatus.SUCCESS

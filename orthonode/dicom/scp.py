@@ -19,6 +19,7 @@ from typing import Any
 from pynetdicom import AE, _config, evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from orthonode import metrics
 from orthonode.dicom import transport
 from orthonode.dicom.contexts import NON_IMAGE_SYNTAXES, TRANSFER_SYNTAXES, VERIFICATION
 from orthonode.dicom.handlers import StoreHandlers
@@ -63,6 +64,7 @@ def _log_rejections(event: Any) -> None:
     rejected = [cx for cx in event.assoc.rejected_contexts]
     if rejected:
         names = sorted({str(cx.abstract_syntax) for cx in rejected})
+        metrics.CONTEXTS_REJECTED.inc(len(rejected))
         # PACS routinely propose every storage class they know: this is normal, not a warning.
         log.info(
             "association from %s: %d presentation context(s) rejected (unsupported SOP class or transfer "
@@ -73,11 +75,33 @@ def _log_rejections(event: Any) -> None:
         )
 
 
+#: (Result Source, Diagnostic) of an A-ASSOCIATE-RJ (PS3.8 Table 9-21) -> the metric's reason label.
+REJECT_REASONS: dict[tuple[int, int], str] = {
+    (0x01, 0x01): "no_reason_given",
+    (0x01, 0x02): "application_context_not_supported",
+    (0x01, 0x03): "calling_ae_not_recognized",
+    (0x01, 0x07): "called_ae_not_recognized",
+    (0x02, 0x01): "no_reason_given",
+    (0x02, 0x02): "protocol_version_not_supported",
+    (0x03, 0x01): "temporary_congestion",
+    (0x03, 0x02): "local_limit_exceeded",
+}
+
+
+def reject_reason(primitive: Any) -> str:
+    """The reason label of the A-ASSOCIATE-RJ that pynetdicom's ACSE sent (``acceptor.primitive``)."""
+    key = (getattr(primitive, "result_source", None), getattr(primitive, "diagnostic", None))
+    return REJECT_REASONS.get(key, "other")  # type: ignore[arg-type]
+
+
 def _log_rejected_association(event: Any) -> None:
+    reason = reject_reason(event.assoc.acceptor.primitive)
+    metrics.ASSOCIATIONS_REJECTED.labels(reason=reason).inc()
     log.warning(
-        "association from %s@%s rejected (calling AE not allowed, called AE not ours, or too many)",
+        "association from %s@%s rejected: %s",
         event.assoc.requestor.ae_title,
         event.assoc.requestor.address,
+        reason.replace("_", " "),
     )
 
 

@@ -57,6 +57,7 @@ class JobState(StrEnum):
     RUNNING = "running"  # a worker holds its lease
     DONE = "done"
     FAILED = "failed"  # attempts exhausted or a permanent error; `orthonode retry` re-queues it
+    DISCARDED = "discarded"  # an operator gave up on a FAILED job (console): no report for this version
 
 
 class DeliveryState(StrEnum):
@@ -64,6 +65,7 @@ class DeliveryState(StrEnum):
     SENDING = "sending"  # a worker holds its lease (holder, lease_until) and is sending
     SENT = "sent"  # every result of the job was accepted by the destination
     FAILED = "failed"  # attempts exhausted; `orthonode retry JOB` puts it back to PENDING
+    DISCARDED = "discarded"  # an operator gave up on a FAILED delivery (console); never sent again
 
 
 class Base(DeclarativeBase):

@@ -428,23 +428,6 @@ def expire_leases(session: Session, *, now: datetime, max_attempts: int) -> list
     return [job.id for job in jobs]
 
 
-def retry_job(session: Session, job_id: int, now: datetime) -> bool:
-    """Operator action: put a FAILED job back to PENDING with a fresh attempt count."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == JobState.FAILED)
-        .values(
-            state=JobState.PENDING,
-            attempts=0,
-            enqueued_at=None,
-            run_after=None,
-            finished_at=None,
-            updated_at=now,
-        )
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
 @dataclass(frozen=True)
 class JobInput:
     series_uid: str
@@ -631,16 +614,6 @@ def finish_delivery(
         delivery.state = DeliveryState.FAILED
         delivery.last_error = error[:4000]
     return delivery.state
-
-
-def retry_deliveries(session: Session, job_id: int, now: datetime) -> int:
-    """Operator action: FAILED deliveries of the job back to PENDING with a fresh attempt count."""
-    result = session.execute(
-        update(Delivery)
-        .where(Delivery.job_id == job_id, Delivery.state == DeliveryState.FAILED)
-        .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=None, updated_at=now)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ from orthonode.inference.cnn_checkpoints import (
     dinov3_convnext_to_timm,
     efficientnet_pytorch_to_timm,
 )
+from orthonode.inference.layout import ENCODER_CARD_FILE
 from orthonode.inference.precision import bf16_native
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ log = logging.getLogger(__name__)
 #: The one export format this module writes and reads.
 FORMAT = "orthonode-encoder/1"
 WEIGHTS_FILE = "encoder.safetensors"
-CARD_FILE = "encoder.json"
+CARD_FILE = ENCODER_CARD_FILE
 
 
 class EncoderCard(BaseModel):

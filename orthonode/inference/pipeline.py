@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from pydicom.sr.coding import Code
 
+from orthonode import metrics
 from orthonode.completion.selection import Route, SeriesRole
 from orthonode.errors import OrthonodeError
 from orthonode.inference.backbones import is_vit
@@ -41,6 +42,7 @@ from orthonode.inference.device import resolve_device
 from orthonode.inference.encoder import Encoder, EncoderOutput, load_encoder
 from orthonode.inference.findings import Finding, ModelIdentity, SourceImage
 from orthonode.inference.heads import HeadRegistry, InstalledHead
+from orthonode.inference.layout import ENCODER_SUBDIR, HEADS_SUBDIR, models_root
 from orthonode.inference.loading import DecodeError, Radiograph, Volume, load_radiograph, load_volume
 from orthonode.inference.preprocess import Placement, fit_to_square, select_slices
 from orthonode.settings import Settings
@@ -48,12 +50,6 @@ from orthonode.tasks import tta
 from orthonode.tasks.pipelines import ModalityKind
 
 log = logging.getLogger(__name__)
-
-#: Where ``models_dir`` keeps the encoder (an ``ssl_train`` export) and the head bundles.
-ENCODER_SUBDIR = "encoder"
-HEADS_SUBDIR = "heads"
-#: The model shipped inside the package (written by the ``heads`` default-model run), if any.
-PACKAGED_MODELS = Path(__file__).resolve().parent.parent / "models" / "default"
 
 
 class NoModelInstalled(OrthonodeError, RuntimeError):
@@ -128,17 +124,15 @@ _models_lock = threading.Lock()
 _models_cache: dict[tuple[Path, str, str], Models] = {}
 
 
-def models_root(settings: Settings) -> Path:
-    return settings.models_dir if settings.models_dir is not None else PACKAGED_MODELS
-
-
 def models_for(settings: Settings) -> Models:
     """The models of ``settings.models_dir`` (or the packaged default), cached per process."""
     root = models_root(settings)
     key = (root, settings.inference_autocast, settings.inference_device)
     with _models_lock:
         if key not in _models_cache:
+            start = time.perf_counter()
             _models_cache[key] = Models.load(root, settings)
+            metrics.MODEL_LOAD_SECONDS.observe(time.perf_counter() - start)
             models = _models_cache[key]
             log.info(
                 "models loaded from %s: encoder %s (%s) on %s, heads: %s",

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from orthonode import metrics
 from orthonode.dicom.scu import Peer, send_files
 from orthonode.index import repository
 from orthonode.index.db import transaction
-from orthonode.index.models import utcnow
+from orthonode.index.models import DeliveryState, utcnow
 from orthonode.retries import attempt_holder, backoff
 from orthonode.runtime import Runtime
 from orthonode.settings import Destination, Settings
@@ -99,6 +100,9 @@ def attempt_delivery(rt: Runtime, delivery_id: int) -> DeliveryOutcome:
             retry_after=retry_after,
             max_attempts=settings.delivery_max_attempts,
         )
+    if state is not None:
+        outcome = "sent" if error is None else _outcome(state)
+        metrics.DELIVERIES.labels(destination=name, outcome=outcome).inc()
     if state is None:
         log.warning("delivery %d to %s: lease passed to another attempt meanwhile", delivery_id, name)
         return DeliveryOutcome(delivery_id, name, "skipped", error)
@@ -117,6 +121,10 @@ def attempt_delivery(rt: Runtime, delivery_id: int) -> DeliveryOutcome:
             retry_after.total_seconds(),
         )
     return DeliveryOutcome(delivery_id, name, state, error)
+
+
+def _outcome(state: str) -> str:
+    return "failed" if state == DeliveryState.FAILED else "retry"
 
 
 def _send(rt: Runtime, name: str, files: list[Path]) -> str | None:

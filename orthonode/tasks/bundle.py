@@ -31,13 +31,14 @@ from pydicom.sr.coding import Code
 from safetensors.torch import load_file, save_file
 
 from orthonode.errors import OrthonodeError
+from orthonode.inference.layout import HEAD_CARD_FILE
 from orthonode.tasks.modules import FEATURE_MODES, HEAD_KINDS, Head, build_head, feature_dim
 from orthonode.tasks.registry import TaskSpec, get_task
 from orthonode.tasks.tta import check_mode
 
 FORMAT = "orthonode-head/1"
 WEIGHTS_FILE = "head.safetensors"
-CARD_FILE = "head.json"
+CARD_FILE = HEAD_CARD_FILE
 UNTRAINED_VERSION = "untrained"
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 

@@ -9,12 +9,14 @@ sweeper hands them to the broker again when due); permanent ones end FAILED with
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
 from pydicom import dcmread
 
+from orthonode import metrics
 from orthonode.completion.selection import Route
 from orthonode.encode.outputs import build_outputs
 from orthonode.errors import PermanentJobError, TransientError
@@ -39,6 +41,18 @@ class JobOutcome(StrEnum):
 
 
 def run_job(rt: Runtime, job_id: int) -> JobOutcome:
+    """One attempt at the job, then the first delivery attempt of its results. The job's wall time
+    (without the delivery) is observed in ``orthonode_job_seconds`` by outcome."""
+    start = time.perf_counter()
+    outcome = _attempt(rt, job_id)
+    if outcome is not JobOutcome.SKIPPED:
+        metrics.JOB_SECONDS.labels(outcome=str(outcome)).observe(time.perf_counter() - start)
+    if outcome is JobOutcome.DONE:
+        _deliver_now(rt, job_id)
+    return outcome
+
+
+def _attempt(rt: Runtime, job_id: int) -> JobOutcome:
     settings = rt.settings
     holder = attempt_holder()
     with job_context(job_id):
@@ -69,7 +83,6 @@ def run_job(rt: Runtime, job_id: int) -> JobOutcome:
             log.warning("job finished after its lease had passed to another attempt; result discarded")
             return JobOutcome.SKIPPED
         log.info("job done: %s", detail)
-        _deliver_now(rt, job_id)
         return JobOutcome.DONE
 
 
@@ -145,13 +158,17 @@ def _work(rt: Runtime, job_id: int, holder: str) -> str:
     output = pipeline.run_pipeline(
         models, routes, files_by_series, batch_size=rt.settings.inference_batch_size
     )
+    for stage, seconds in output.times.seconds.items():
+        metrics.STAGE_SECONDS.labels(stage=stage).observe(seconds)
     for failure in output.failures:
         log.warning("not reported: %s", failure)
     if not output.findings:
         return "no report: " + ("; ".join(output.failures) or "no finding")
     sources = {s.sop_instance_uid for f in output.findings for s in (*f.sources, f.key_source)}
     evidence = {uid: dcmread(paths[uid], stop_before_pixels=True) for uid in sources}
+    started = time.perf_counter()
     objects = build_outputs(output.findings, evidence, study_uid=study_uid, version=version, created=created)
+    metrics.STAGE_SECONDS.labels(stage="encode_outputs").observe(time.perf_counter() - started)
     records = []
     for o in objects:
         rel_path = rt.store.write_result(job_id, o.sop_uid, o.kind, o.to_bytes())

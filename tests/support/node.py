@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ def node_env(
         "enqueue_retry_seconds": 2,
         "min_free_bytes": 0,
         "log_level": "INFO",
+        "web_port": 0,  # the console on a free port: NodeProcess.web_url reads it from the log
         # No model unless a test installs one: the tests of receiving and queueing stay independent of the
         # model the package ships (a job then ends done with "no report: no encoder in ...").
         "models_dir": data_dir.parent / "no-models",
@@ -142,6 +144,14 @@ class NodeProcess(_Process):
                 raise RuntimeError(f"node did not start listening; log:\n{self.log_text()[-4000:]}")
             time.sleep(0.05)
         return self
+
+    @property
+    def web_url(self) -> str:
+        """The console's base URL, from the node's "console on http://..." log line."""
+        match = re.search(r"console on (http://127\.0\.0\.1:\d+)/", self.log_text())
+        if match is None:
+            raise RuntimeError(f"the node logged no console URL; log:\n{self.log_text()[-3000:]}")
+        return match.group(1)
 
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -26,6 +26,7 @@ from orthonode.dicom.contexts import StoreStatus
 from orthonode.dicom.header import InstanceHeader
 from orthonode.dicom.storage import StoredFile
 from orthonode.errors import RejectedInstance
+from orthonode.index import operator
 from orthonode.index import repository as repo
 from orthonode.index.db import transaction
 from orthonode.index.models import Base, Instance, Job, JobState, Series, Study, StudyState
@@ -717,10 +718,10 @@ def test_retry_job(index: Index) -> None:
     job_id = new_job(index, now=at(0))
     claim(index, job_id, at(1))
     with transaction(index.sessions) as session:
-        assert repo.retry_job(session, job_id, at(2)) is False  # RUNNING: not the operator's to reset
+        assert operator.retry_job(session, job_id, at(2)) is False  # RUNNING: not the operator's to reset
     fail(index, job_id, at(3), retry_after=None)
     with transaction(index.sessions) as session:
-        assert repo.retry_job(session, job_id, at(4)) is True
+        assert operator.retry_job(session, job_id, at(4)) is True
     job = get_job(index, job_id)
     assert (job.state, job.attempts, job.enqueued_at, job.run_after, job.finished_at, job.updated_at) == (
         JobState.PENDING,
@@ -732,8 +733,8 @@ def test_retry_job(index: Index) -> None:
     )
     assert take(index, at(5)) == [job_id]
     with transaction(index.sessions) as session:
-        assert repo.retry_job(session, job_id, at(6)) is False
-        assert repo.retry_job(session, 999_999, at(6)) is False
+        assert operator.retry_job(session, job_id, at(6)) is False
+        assert operator.retry_job(session, 999_999, at(6)) is False
 
 
 # --------------------------------------------------------------------------------------------- job_inputs

@@ -9,7 +9,8 @@ import torch
 from support.runtime import isolated_settings
 
 from orthonode.inference.device import resolve_device
-from orthonode.inference.pipeline import PACKAGED_MODELS, Models
+from orthonode.inference.layout import PACKAGED_MODELS
+from orthonode.inference.pipeline import Models
 
 
 def test_cpu_is_the_cpu_and_bad_values_are_refused() -> None:

@@ -17,7 +17,8 @@ from support.runtime import isolated_settings
 from heads.datasets.base import load_sample
 from heads.datasets.chen_kl import load_chen_kl
 from heads.metrics import accuracy, quadratic_weighted_kappa
-from orthonode.inference.pipeline import PACKAGED_MODELS, Models, models_root
+from orthonode.inference.layout import PACKAGED_MODELS, models_root
+from orthonode.inference.pipeline import Models
 from orthonode.inference.preprocess import fit_to_square
 from orthonode.tasks import tta
 

@@ -15,6 +15,7 @@ from support.runtime import isolated_settings
 from support.services import require_binary
 
 from orthonode.completion.sweeper import Sweeper
+from orthonode.index import operator
 from orthonode.index import repository as repo
 from orthonode.index.db import transaction
 from orthonode.index.models import Delivery, DeliveryState, Job, JobState, Study, StudyState
@@ -168,8 +169,8 @@ def test_failures_back_off_then_fail_and_retry_resets(rt: Runtime) -> None:
     assert delivery_row(rt, job_id).last_error == "refused 3"
     with transaction(rt.sessions) as session:
         assert repo.due_deliveries(session, now=now + timedelta(days=1)) == []
-        assert repo.retry_deliveries(session, job_id, now) == 1
-        assert repo.retry_deliveries(session, job_id, now) == 0  # nothing FAILED any more
+        assert operator.retry_deliveries(session, job_id, now) == 1
+        assert operator.retry_deliveries(session, job_id, now) == 0  # nothing FAILED any more
     row = delivery_row(rt, job_id)
     assert (row.state, row.attempts, row.next_attempt_at) == (DeliveryState.PENDING, 0, None)
 
@@ -213,7 +214,7 @@ def test_attempts_exhausted_is_failed_until_an_operator_retries(
     assert outcomes == [DeliveryState.PENDING, DeliveryState.PENDING, DeliveryState.FAILED]
     assert delivery.deliver_job(rt, job_id) == []
     with transaction(rt.sessions) as session:
-        assert repo.retry_deliveries(session, job_id, datetime.now(UTC)) == 1
+        assert operator.retry_deliveries(session, job_id, datetime.now(UTC)) == 1
     with StoreSCP(tmp_path / "pacs", port=port) as pacs:
         (outcome,) = delivery.deliver_job(rt, job_id)
         assert outcome.state == DeliveryState.SENT

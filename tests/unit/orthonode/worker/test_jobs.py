@@ -16,6 +16,7 @@ from support.runtime import isolated_settings, job_row
 from orthonode.completion.selection import Route, SeriesRole
 from orthonode.dicom.header import InstanceHeader
 from orthonode.errors import TransientError
+from orthonode.index import operator
 from orthonode.index import repository as repo
 from orthonode.index.db import transaction
 from orthonode.index.models import Job, JobState, Study
@@ -236,6 +237,6 @@ def test_retry_after_permanent_failure(rt: Runtime) -> None:
     assert run_job(rt, job_id) is JobOutcome.FAILED
     path.write_bytes(content)
     with transaction(rt.sessions) as session:
-        assert repo.retry_job(session, job_id, datetime.now(UTC)) is True
+        assert operator.retry_job(session, job_id, datetime.now(UTC)) is True
     assert run_job(rt, job_id) is JobOutcome.DONE
     assert job_row(rt, job_id).attempts == 1
