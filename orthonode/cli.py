@@ -1,4 +1,5 @@
-"""``orthonode`` command line: serve | worker | status | echo | send | retry | migrate | demo.
+"""``orthonode`` command line: serve | worker | status | echo | send | retry | migrate | models | demo, and
+the commands installed packages add (``orthonode.commands``: conformance, validate).
 
 Exit codes: 0 success, 1 operation failed, 2 bad configuration or usage.
 """
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orthonode import __version__
+from orthonode.commands import Command, installed_commands
 from orthonode.errors import OrthonodeError
 from orthonode.logging import configure as configure_logging
 from orthonode.settings import Settings, load_settings
@@ -21,7 +23,7 @@ from orthonode.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(extra: list[Command] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="orthonode", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--config", type=Path, help="TOML configuration file (ORTHONODE_* variables override it)")
     p.add_argument("--version", action="version", version=f"orthonode {__version__}")
@@ -63,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="show a study going through the node (temporary data directory)")
     d.add_argument("--images", type=Path, help="folder of knee radiograph PNGs to build the study from")
     d.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    for command in extra or []:
+        command.add_arguments(sub.add_parser(command.name, help=command.help))
     return p
 
 
@@ -237,8 +241,12 @@ def _models(settings: Settings, as_json: bool) -> int:
     return 0
 
 
+BUILT_IN = {"serve", "worker", "status", "echo", "send", "retry", "models", "migrate", "demo"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    extra = installed_commands(BUILT_IN)
+    args = _parser(extra).parse_args(argv)
     try:
         settings = load_settings(args.config)
         configure_logging(settings.log_level)
@@ -274,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from orthonode.demo import run_demo
 
             return run_demo(images=args.images, keep=args.keep)
+        for command in extra:
+            if args.command == command.name:
+                return command.run(args, settings)
     except OrthonodeError as exc:
         print(f"orthonode: {exc}", file=sys.stderr)
         return exc.exit_code

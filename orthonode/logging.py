@@ -48,3 +48,5 @@ def configure(level: str = "INFO") -> None:
     # pynetdicom logs every PDU at DEBUG and each association at INFO: keep it at WARNING unless debugging.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # highdicom logs each module it copies from a source at INFO (several lines per created object).
+    logging.getLogger("highdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

@@ -1,6 +1,5 @@
 """What the node accepts on the wire: storage SOP classes, transfer syntaxes and the C-STORE statuses it
-answers with. The Conformance Statement is to be generated from these constants (``conformance/``; the
-generator is not written yet).
+answers with. The Conformance Statement is generated from these constants (``conformance.statement``).
 
 References: PS3.4 Annex B (Storage Service Class; statuses in Table B.2-1), PS3.5 Section 10 and Annex A
 (transfer syntaxes), PS3.6 Annex A (UID registry).
@@ -60,3 +59,18 @@ class StoreStatus(IntEnum):
     MISSING_IDENTIFIER = 0xC212  # a required UID (study, series, SOP class or instance) is absent
     INVALID_UID = 0xC213  # a UID that is not a valid PS3.5 §9.1 UID
     IDENTIFIER_MISMATCH = 0xC214  # SOP Instance UID in the dataset differs from the command's
+
+
+#: What each status means for the sender, as the Conformance Statement and the README say it.
+STORE_STATUS_MEANINGS: dict[StoreStatus, str] = {
+    StoreStatus.SUCCESS: "stored durably (fsynced, renamed into place, indexed) or an identical resend",
+    StoreStatus.OUT_OF_RESOURCES: "free disk below min_free_bytes, the index unavailable, or an internal "
+    "error: nothing was kept; send again later",
+    StoreStatus.INSTANCE_TOO_LARGE: "the instance is larger than max_instance_bytes",
+    StoreStatus.STUDY_TOO_LARGE: "the study already holds max_instances_per_study instances",
+    StoreStatus.SOP_CLASS_MISMATCH: "the dataset's SOP Class UID differs from the negotiated one",
+    StoreStatus.CANNOT_UNDERSTAND: "not parseable, truncated, or an image object without Pixel Data",
+    StoreStatus.MISSING_IDENTIFIER: "Study, Series, SOP Class or SOP Instance UID missing",
+    StoreStatus.INVALID_UID: "a UID that is not valid per PS3.5 section 9.1",
+    StoreStatus.IDENTIFIER_MISMATCH: "the dataset's SOP Instance UID differs from the C-STORE request's",
+}

@@ -125,6 +125,18 @@ def test_reports_and_key_images_arrive_back_in_orthanc(
     referenced = {uid for f in findings for uid in f["sources"]}
     assert referenced and referenced <= mr_sops
 
+    # Every object the node emitted, as PACS holds it, passes `orthonode validate` (dciodvfy, dsrdump,
+    # highdicom, pixel decoding).
+    emitted = tmp_path / "emitted"
+    emitted.mkdir()
+    for uid in (xr_uid, mr_uid):
+        reports, images = pacs_objects(orthanc, uid)
+        for n, ds in enumerate([*reports, *images]):
+            ds.save_as(emitted / f"{uid[-12:]}-{n}.dcm", enforce_file_format=True)
+    checked = node.cli("validate", str(emitted), timeout=180)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{len(list(emitted.iterdir()))} file(s), 0 with errors" in checked.stdout
+
 
 def test_destination_down_results_arrive_after_it_comes_back_across_a_restart(
     make_node: Any, models: Path, shared_data: Path, tmp_path: Path

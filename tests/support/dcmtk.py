@@ -166,24 +166,13 @@ def echoscu(
 # --------------------------------------------------------------------------------------------- validators
 
 
-def dciodvfy(path: Path, timeout: float = 60) -> tuple[list[str], list[str]]:
-    """Validate a DICOM file against its IOD with dicom3tools' ``dciodvfy``; return (errors, warnings).
+def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of dicom3tools' ``dciodvfy`` on ``path``, as ``orthonode validate`` reads them
+    (:func:`conformance.validate.dciodvfy_lines`); skips (or fails in CI) when dciodvfy is missing."""
+    from conformance.validate import dciodvfy_lines
 
-    dciodvfy exits 0 even when it finds errors, so the output is parsed: a line is an error when it
-    starts with ``Error`` or contains `` - Error - `` (element-level messages are prefixed by the tag),
-    likewise for warnings.
-    """
-    binary = require_binary("dciodvfy", DICOM3TOOLS_PACKAGE)
-    result = _run([binary, str(path)], timeout)
-    errors: list[str] = []
-    warnings: list[str] = []
-    for raw in (result.stdout + "\n" + result.stderr).splitlines():
-        line = raw.strip()
-        if line.startswith("Error") or " - Error - " in line:
-            errors.append(line)
-        elif line.startswith("Warning") or " - Warning - " in line:
-            warnings.append(line)
-    return errors, warnings
+    require_binary("dciodvfy", DICOM3TOOLS_PACKAGE)
+    return dciodvfy_lines(path)
 
 
 def dsrdump(path: Path, *extra_args: str, timeout: float = 60) -> str:

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from support.dcmtk import dciodvfy, dsrdump
 
+from conformance.validate import ACCEPTED_WARNINGS
 from orthonode.encode import codes as oc
 from orthonode.encode import sr as srm
 from orthonode.encode import uids
@@ -27,17 +28,8 @@ MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 CREATED = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456)
 
-# dciodvfy warnings we accept, each with its reason (regex over the whole line). Anything else fails the
-# test and must be fixed or added here with a justification.
-ACCEPTED_DCIODVFY_WARNINGS: tuple[tuple[str, str], ...] = (
-    (
-        r"^Warning - Unrecognized defined term <99ORTHO> for value 1 of attribute "
-        r"<Coding Scheme Designator>$",
-        "our private coding scheme (PS3.16 section 8 allows designators starting with 99), declared in the "
-        "Coding Scheme Identification Sequence; dciodvfy only knows the registered designators (PS3.16 "
-        "Table 8-1), and SNOMED CT has no concepts for the task questions",
-    ),
-)
+# dciodvfy warnings we accept, each with its reason: the product's list (orthonode validate uses it too).
+ACCEPTED_DCIODVFY_WARNINGS = ACCEPTED_WARNINGS
 
 TRAINED = ModelIdentity(
     name="OrthoFoundation KL grade",
