@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tuning: where to train (auto: a CUDA device where there is one)",
     )  # fmt: skip
     p.add_argument(
+        "--carve-seed", type=int, default=None,
+        help="fine-tuning: seed of the patient carve (default: --seed); keep it for ensemble members",
+    )  # fmt: skip
+    p.add_argument(
         "--max-epochs-this-call", type=int, default=None,
         help="fine-tuning: stop after N epochs (state saved in --out; run again to resume)",
     )  # fmt: skip
@@ -303,6 +307,7 @@ def _finetune(
         patience=args.patience, select=args.select, val_fraction=args.val_fraction,
         class_weighting=args.class_weighting, augment=not args.no_augment, hflip=not args.no_hflip,
         label_smoothing=args.label_smoothing, precision=args.precision, device=args.device, seed=args.seed,
+        carve_seed=args.carve_seed,
     )  # fmt: skip
     result = finetune(
         encoder, task, dataset.split(args.train_split), _prep(task, encoder), ft, state_dir=args.out,

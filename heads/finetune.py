@@ -103,6 +103,9 @@ class FineTuneConfig:
     precision: str = "fp32"  # fp32 | bf16 | auto (bf16 autocast of the training forward where native)
     device: str = "auto"  # auto | cpu | cuda (orthonode.inference.device); not part of the resume identity
     seed: int = 0
+    #: Seed of the patient carve (``None``: ``seed``). Members of an ensemble trained with other seeds keep
+    #: one carve, so that the carve can still choose among them (no member trained on it).
+    carve_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.select not in ("loss", "accuracy", "qwk"):
@@ -117,9 +120,15 @@ class FineTuneConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         self.scale = (float(self.scale[0]), float(self.scale[1]))
 
+    @property
+    def carve_seed_or_seed(self) -> int:
+        return self.seed if self.carve_seed is None else self.carve_seed
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["scale"] = list(self.scale)
+        if out["carve_seed"] is None:  # configurations from before the option keep their identity
+            del out["carve_seed"]
         return out
 
 
@@ -337,7 +346,7 @@ def finetune(
     if task.input.kind != "radiograph":
         raise ValueError("full fine-tuning is implemented for single-radiograph tasks only")
     torch.manual_seed(config.seed)
-    train, val = carve_validation(train_samples, config.val_fraction, config.seed)
+    train, val = carve_validation(train_samples, config.val_fraction, config.carve_seed_or_seed)
     if not val:
         raise ValueError("fine-tuning needs a validation carve: val_fraction is 0 or there is one patient")
     device = resolve_device(config.device)

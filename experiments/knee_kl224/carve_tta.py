@@ -30,7 +30,9 @@ def main(run: Path, data: Path = Path("../shared/data/knee_kl224")) -> int:
     bundle = load_bundle(run / "kl_grade-1.0.0", encoder_fingerprint=encoder.fingerprint)
     ft = bundle.card.head.training["finetune"]
     config = FineTuneConfig(features=bundle.card.input.features, batch_size=64)
-    _, carve = carve_validation(load_chen_kl(data, splits=("train",)).samples, ft["val_fraction"], ft["seed"])
+    _, carve = carve_validation(
+        load_chen_kl(data, splits=("train",)).samples, ft["val_fraction"], ft.get("carve_seed", ft["seed"])
+    )
     prep = Preprocessing("radiograph", encoder.card.img_size, patch=encoder.patch_size)
     x, y = decode_squares(carve, prep), torch.tensor([s.label for s in carve])
     model = encoder.model.float().eval()

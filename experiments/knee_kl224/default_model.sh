@@ -16,6 +16,8 @@
 #   INIT_FROM=random FT_RUN=lite0_random_ft PACKAGE=0 experiments/knee_kl224/default_model.sh
 #   IMG_SIZE=224 FT_RUN=lite0_in1k_ft_ce PACKAGE=0 experiments/knee_kl224/default_model.sh   (the 2.0.0 default)
 #   IMG_SIZE=320 FT_RUN=lite0_in1k_ft_ce320 PACKAGE=0 experiments/knee_kl224/default_model.sh
+#   IMG_SIZE=224 SEED=1 FT_RUN=lite0_in1k_ft_ce224_s1 PACKAGE=0 experiments/knee_kl224/default_model.sh
+#     (another seed, the same carve: an ensemble member, see ensemble.py and soup.py)
 #   INIT=runs/<ssl run>/export FT_RUN=lite0_ssl_ft PACKAGE=0 experiments/knee_kl224/default_model.sh
 set -euo pipefail
 bin=${BIN:-.venv/bin}
@@ -23,6 +25,7 @@ data=${DATA:-../shared/data/knee_kl224}
 head=${HEAD:-linear}
 smoothing=${LABEL_SMOOTHING:-0.1}
 seed=${SEED:-0}
+carve_seed=${CARVE_SEED:-0}  # the carve every member of the table and of an ensemble shares
 init_from=${INIT_FROM:-imagenet}
 img_size=${IMG_SIZE:-288}
 init=${INIT:-runs/lite0_$init_from$img_size}
@@ -35,7 +38,7 @@ here=$(dirname "$0")
 [ -f "$ft/kl_grade-1.0.0/head.json" ] || "$bin/heads" -v fit --finetune --encoder "$init" --dataset chen_kl \
   --data "$data" --task kl_grade --head "$head" --features cls --dropout 0.2 --class-weighting none \
   --epochs 12 --batch-size 32 --lr 6e-4 --min-lr 1e-6 --warmup-epochs 1 --layer-decay 0.8 \
-  --weight-decay 0.05 --drop-path 0.1 --label-smoothing "$smoothing" --seed "$seed" --patience 4 --select accuracy \
+  --weight-decay 0.05 --drop-path 0.1 --label-smoothing "$smoothing" --seed "$seed" --carve-seed "$carve_seed" --patience 4 --select accuracy \
   --encoder-dtype float16 --precision auto --tta auto --out "$ft"
 # (runs made before `heads fit --tta` existed: experiments/knee_kl224/carve_tta.py "$ft" prints the choice)
 tta=$("$bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['input']['tta'])" "$ft/kl_grade-1.0.0/head.json")

@@ -178,3 +178,29 @@ def test_resumed_finetune_equals_uninterrupted(shared_data: Path, tmp_path: Path
     other = FineTuneConfig(epochs=3, batch_size=8, patience=5, lr=1e-3)
     with pytest.raises(ValueError, match="another fine-tuning run"):
         finetune(encoder, task, samples, prep, other, state_dir=tmp_path / "split")
+
+
+def test_ensemble_members_with_other_seeds_share_one_carve(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``carve_seed`` keeps the carve while ``seed`` changes initialisation and batches: a member trained
+    with another seed never trains on the patients the others chose their epochs on."""
+    import heads.finetune as ft
+    from heads.datasets.base import carve_validation
+
+    carves: list[set[str]] = []
+
+    def recording(samples: Any, fraction: float, seed: int) -> Any:
+        fitted, carve = carve_validation(samples, fraction, seed)
+        carves.append({s.key for s in carve})
+        return fitted, carve
+
+    monkeypatch.setattr(ft, "carve_validation", recording)
+    samples = _samples(shared_data, per_class=6)
+    encoder = _encoder(tmp_path / "enc")
+    for seed, carve_seed in ((0, None), (1, 0), (1, None)):
+        config = FineTuneConfig(epochs=1, batch_size=8, warmup_epochs=0.5, seed=seed, carve_seed=carve_seed)
+        finetune(encoder, get_task("kl_grade"), samples, Preprocessing("radiograph", 32), config)
+    assert carves[0] == carves[1] != carves[2]
+    assert "carve_seed" not in FineTuneConfig().as_dict()  # older runs keep their resume identity
+    assert FineTuneConfig(seed=3, carve_seed=0).as_dict()["carve_seed"] == 0
