@@ -95,7 +95,10 @@ def main() -> int:
     count = recalibrate_batch_norm(base, model, images)
     print(f"averaged {len(members)} members; {count} BatchNorm layers re-estimated on {len(fitted)} images")
 
-    training = dict(cards[0]["head"]["training"])
+    base_card = next(c for c, h in zip(cards, heads, strict=True) if h.card.input.img_size == args.img_size)
+    training = dict(
+        base_card["head"]["training"]
+    )  # the recipe of the member whose input size the soup runs at
     training.pop("history", None)
     training["soup"] = {
         "members": [

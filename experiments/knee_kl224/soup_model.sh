@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The shipped default from several fine-tuned members (each made by default_model.sh with PACKAGE=0, all on
+# the same carve): their weight-averaged soup (soup.py), the choice between single models, the soup and
+# ensembles on the TRAINING patients' carve (ensemble.py: an ensemble must add 1 point to be chosen), one
+# evaluation of the chosen model on val, and packaging into orthonode/models/default.
+#
+#   MEMBERS="runs/m224/encoder:runs/m224/kl_grade-2.0.0 runs/lite0_in1k_ft_ce288/encoder-kl_grade-1.0.0:..." \
+#     SIZE=288 experiments/knee_kl224/soup_model.sh
+#
+# The members' directories are ENCODER_DIR:BUNDLE_DIR pairs with their test-time augmentation set (the
+# `tta/` export of default_model.sh). Packaging happens only when the carve chose the soup (PACKAGE=1).
+set -euo pipefail
+bin=${BIN:-.venv/bin}
+data=${DATA:-../shared/data/knee_kl224}
+size=${SIZE:-288}
+soup=${SOUP:-runs/soup}
+dest=${DEST:-orthonode/models/default}
+here=$(dirname "$0")
+read -r -a members <<< "${MEMBERS:?MEMBERS: ENCODER_DIR:BUNDLE_DIR pairs}"
+args=()
+for m in "${members[@]}"; do args+=(--member "$m"); done
+[ -f "$soup/kl_grade-1.0.0/head.json" ] || "$bin/python" "$here/soup.py" "${args[@]}" --img-size "$size" --out "$soup"
+"$bin/python" "$here/ensemble.py" "${args[@]}" --member "$soup/encoder-kl_grade-1.0.0:$soup/kl_grade-1.0.0" \
+  --no-val --out "$soup/choice"
+chosen=$("$bin/python" -c "import json,sys; print(' + '.join(json.load(open(sys.argv[1]))['chosen']['members']))" \
+  "$soup/choice/ensemble.json")
+echo "carve chose: $chosen"
+"$bin/heads" evaluate --encoder "$soup/encoder-kl_grade-1.0.0" --dataset chen_kl --data "$data" \
+  --cache runs/cache --bundle "$soup/kl_grade-1.0.0" --split val --out "$soup/eval-val"
+[ "${PACKAGE:-1}" = 1 ] && [ "$chosen" = "$(basename "$soup")" ] || exit 0
+rm -rf "$dest.new"
+mkdir -p "$dest.new/heads"
+cp -r "$soup/encoder-kl_grade-1.0.0" "$dest.new/encoder"
+"$bin/heads" export --bundle "$soup/kl_grade-1.0.0" --results "$soup/eval-val/results.json" \
+  --version "${VERSION:-2.2.0}" --out "$dest.new/heads"
+[ -f "$dest/MODEL_CARD.md" ] && cp "$dest/MODEL_CARD.md" "$dest.new/"
+rm -rf "$dest" && mv "$dest.new" "$dest"
+du -sh "$dest"
+ORTHONODE_MODELS_DIR="$dest" "$bin/orthonode" models
