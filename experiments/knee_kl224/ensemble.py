@@ -55,6 +55,12 @@ def member_probabilities(encoder_dir: Path, bundle_dir: Path, samples: list, cac
     return probs
 
 
+def member_name(bundle: Path) -> str:
+    """The run a bundle belongs to: ``runs/RUN/kl_grade-1.0.0`` or ``runs/RUN/tta/kl_grade-1.0.0`` -> RUN."""
+    parts = [p for p in bundle.parts[:-1] if p != "tta"]
+    return parts[-1] if parts else bundle.name
+
+
 def carve_of(bundles: list[Path]) -> tuple[float, int]:
     keys = set()
     for bundle in bundles:
@@ -75,9 +81,9 @@ def main() -> int:
     parser.add_argument("--margin", type=float, default=0.01, help="carve accuracy an ensemble must add")
     args = parser.parse_args()
     members = [tuple(Path(p) for p in m.split(":", 1)) for m in args.member]
-    names = [
-        bundle.parent.name if bundle.name.startswith("kl_grade") else bundle.name for _, bundle in members
-    ]
+    names = [member_name(bundle) for _, bundle in members]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"two members have the same name: {names}")
     fraction, seed = carve_of([b for _, b in members])
     data = load_chen_kl(args.data, splits=("train", "val"))
     train = [s for s in data.samples if s.split == "train"]
