@@ -20,6 +20,7 @@ from orthonode.completion.sweeper import Sweeper
 from orthonode.console.server import ConsoleServer
 from orthonode.dicom.handlers import StoreHandlers
 from orthonode.dicom.scp import StorageSCP
+from orthonode.index.models import utcnow
 from orthonode.runtime import Runtime
 from orthonode.settings import Settings
 from orthonode.worker import celery_app
@@ -66,6 +67,8 @@ class Node:
         if self.console is not None:
             self.console.start()  # before the SCP: a busy web port fails start-up before anything is accepted
         self.scp.start()
+        # Quiet time counts from now: while the node was down, senders could not reach it.
+        self.sweeper.listening_since = utcnow()
         self.sweeper.start()
 
     def stop(self) -> None:

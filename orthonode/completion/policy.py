@@ -10,6 +10,12 @@ and force timeouts) and Orthanc (StableAge) do:
   trickling in), the **force action** applies: ``proceed`` (complete it now), ``discard`` (give up on
   it, no job), or ``keep_waiting``.
 
+**Downtime is not quiet time.** While the node is down it cannot see what a sender tries to store, so quiet
+periods are measured from the later of the last arrival and ``listening_since`` (when the receiver that
+decides started listening): a PACS that resends after a crash is not overtaken by a report on the part
+that arrived before it. (A resent identical instance also counts as an arrival: see
+``orthonode.index.repository.record_instance``.)
+
 No I/O and no clock of its own: the sweeper passes ``now``; tests pass a fixed one.
 """
 
@@ -71,10 +77,17 @@ class Decision:
     forced: bool = False
 
 
-def decide(study: StudyTiming, now: datetime, rules: CompletionRules) -> Decision:
-    """Apply the completion policy to one study version at time ``now``."""
-    study_quiet_for = now - study.last_received_at
-    arriving = [s.series_uid for s in study.series if now - s.last_received_at < rules.series_quiet]
+def decide(
+    study: StudyTiming, now: datetime, rules: CompletionRules, *, listening_since: datetime | None = None
+) -> Decision:
+    """Apply the completion policy to one study version at time ``now``; quiet time counts only from
+    ``listening_since`` on (see the module docstring)."""
+
+    def heard(at: datetime) -> datetime:
+        return at if listening_since is None else max(at, listening_since)
+
+    study_quiet_for = now - heard(study.last_received_at)
+    arriving = [s.series_uid for s in study.series if now - heard(s.last_received_at) < rules.series_quiet]
     if not arriving and study_quiet_for >= rules.study_quiet:
         return Decision(
             Action.COMPLETE,

@@ -91,8 +91,12 @@ class Sweeper:
         clock: Callable[[], datetime] = utcnow,
         *,
         enqueue_delivery: Enqueue | None = None,
+        listening_since: datetime | None = None,
     ) -> None:
+        """``listening_since``: when this node's receiver started listening (``orthonode serve`` passes its
+        start); quiet time before it does not count (``completion.policy``: downtime is not quiet time)."""
         self.rt = rt
+        self.listening_since = listening_since
         self.enqueue = enqueue
         self.enqueue_delivery = enqueue_delivery
         self._delivery_handed: dict[int, datetime] = {}  # job id -> last hand-over of its deliveries
@@ -141,7 +145,9 @@ class Sweeper:
             study = repository.lock_study(session, study_id)
             if study is None or study.state != StudyState.RECEIVING:
                 return None
-            decision = decide(repository.study_timing(session, study), now, self.rules)
+            decision = decide(
+                repository.study_timing(session, study), now, self.rules, listening_since=self.listening_since
+            )
             if decision.action is Action.WAIT:
                 if decision.forced:
                     log.debug("study %s: %s", study.study_uid, decision.reason)

@@ -113,6 +113,16 @@ def record_instance(
         )
     ).scalar_one_or_none()
     if duplicate is not None:
+        if study.state == StudyState.RECEIVING:
+            # A resend is an arrival: the sender is still sending this study (e.g. all of it again after
+            # the node crashed), so its quiet time starts again. A complete study is not reopened by
+            # identical data: no new version, no second report.
+            session.execute(update(Study).where(Study.id == study.id).values(last_received_at=now))
+            session.execute(
+                update(Series)
+                .where(Series.study_id == study.id, Series.series_uid == header.series_uid)
+                .values(last_received_at=now)
+            )
         return Recorded(RecordOutcome.DUPLICATE, study.id, study.version, duplicate, reopened=False)
 
     if study.instance_count >= max_instances_per_study:

@@ -77,6 +77,19 @@ def test_series_quiet_longer_than_study_quiet() -> None:
     assert decide(timing, at(220), r).action is Action.COMPLETE
 
 
+def test_downtime_is_not_quiet_time() -> None:
+    """The node was down from 110 s to 500 s: a sender could not reach it, so quiet time starts at 500 s."""
+    timing = study((0, 100), (10, 110))
+    assert decide(timing, at(505), RULES).action is Action.COMPLETE  # without the restart: quiet long since
+    assert decide(timing, at(505), RULES, listening_since=at(500)) == Decision(
+        Action.WAIT, "2 series still arriving"
+    )
+    assert decide(timing, at(545), RULES, listening_since=at(500)).reason == "study quiet for 45s of 60s"
+    assert decide(timing, at(560), RULES, listening_since=at(500)).action is Action.COMPLETE
+    # Arrivals after the restart count as they always did; a restart before them changes nothing.
+    assert decide(timing, at(170), RULES, listening_since=at(50)).action is Action.COMPLETE
+
+
 # --------------------------------------------------------------------------------------------- completing
 
 

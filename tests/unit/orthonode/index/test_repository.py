@@ -329,7 +329,10 @@ def test_record_duplicate_same_bytes(index: Index) -> None:
     assert again == Recorded(RecordOutcome.DUPLICATE, first.study_id, 1, 1, reopened=False)
     assert count(index, Instance) == 1
     study = get_study(index)
-    assert (study.instance_count, study.last_received_at) == (1, at(0))
+    # a resend is an arrival: the sender is still sending this study, its quiet time starts again
+    assert (study.instance_count, study.last_received_at) == (1, at(30))
+    with transaction(index.sessions) as session:
+        assert session.execute(select(Series.last_received_at)).scalar_one() == at(30)
 
 
 def test_record_new_revision_different_bytes(index: Index) -> None:
@@ -357,6 +360,7 @@ def test_late_instance_after_complete_reopens(index: Index) -> None:
     duplicate = record(index, header(), now=at(150))  # the same bytes again: nothing new, no new version
     assert duplicate == Recorded(RecordOutcome.DUPLICATE, first.study_id, 1, 1, reopened=False)
     assert get_study(index).state == StudyState.COMPLETE
+    assert get_study(index).last_received_at == at(0)  # a complete study is not touched by identical data
 
     late = record(index, header(sop="2.25.100.1.2"), now=at(200))
     assert late == Recorded(RecordOutcome.STORED, first.study_id, 2, 1, reopened=True)
