@@ -182,10 +182,11 @@ def _implementation_model(settings: Settings) -> str:
             f"A study is complete when no instance arrived for {settings.study_quiet_seconds:g} s (and no "
             f"series for {settings.series_quiet_seconds:g} s); {settings.force_seconds:g} s after the first "
             f"instance of a study version it is processed anyway (`force_action = {settings.force_action}`). "
-            "An instance that arrives after "
-            "completion starts a new study version; each version is processed and reported once, and a "
-            "later version's objects replace nothing (they have their own UIDs). Results are sent when the "
-            "job has produced them; each destination is tried independently.",
+            "An instance that arrives after completion starts a new study version; each version is "
+            "processed and reported once, and a later version's objects replace nothing (they have their "
+            "own UIDs). Quiet time counts only while the node listens (downtime is not quiet time), and an "
+            "identical resend counts as an arrival. Results are sent when the job has produced them; each "
+            "destination is tried independently.",
         ]
     )
 
@@ -235,8 +236,8 @@ def _storage_scp(settings: Settings) -> str:
             "##### SOP specific conformance: Storage SCP",
             "Level of support: Level 2 (Full). Every instance is kept byte for byte as received (all "
             "attributes, private ones included, no coercion); digital signatures are kept, not verified. A "
-            "resent identical instance is a no-op that returns Success; a resent SOP Instance UID with other "
-            "content is kept as a new revision and logged. Limits: "
+            "resent identical instance stores nothing new, returns Success and counts as an arrival; a "
+            "resent SOP Instance UID with other content is kept as a new revision and logged. Limits: "
             f"`max_instance_bytes` = {settings.max_instance_bytes} bytes per instance, "
             f"`max_instances_per_study` = {settings.max_instances_per_study}, and C-STORE is refused while "
             f"free disk is below `min_free_bytes` = {settings.min_free_bytes} bytes. A refused instance that "
@@ -388,6 +389,7 @@ def _security(settings: Settings) -> str:
             "- Logs name files, statuses and UIDs but no patient names, IDs or birth dates.",
             "- Not supported: audit trail messages (PS3.15 Annex A.5), de-identification, digital "
             "signatures on created objects.",
+            "The threat model (what the node trusts, what it does not) is in `docs/security.md`.",
         ]
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,39 @@ from typing import Any
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(record.getMessage())
+        except Exception:  # a record whose arguments do not format: nothing of it reaches a log either
+            pass
+
+
+@pytest.fixture(autouse=True)
+def no_patient_identifiers_in_logs() -> Iterator[None]:
+    """Every test: no patient name, ID or birth date of the test data in what it logged -- the node and
+    worker processes' log files and the test process's own records (``support.phi``)."""
+    from support import node, phi
+
+    first = len(node.LOG_FILES)
+    records = _Records()
+    root = logging.getLogger()
+    root.addHandler(records)
+    try:
+        yield
+    finally:
+        root.removeHandler(records)
+    texts = [("test process log", "\n".join(records.lines))]
+    texts += [(p.name, p.read_text(errors="replace")) for p in node.LOG_FILES[first:] if p.exists()]
+    found = phi.leaks(texts)
+    if found:
+        pytest.fail("patient identifiers in the logs: " + "; ".join(found))
 
 
 @pytest.fixture(scope="session")

@@ -78,61 +78,35 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
+def _ca(d: Path, name: str) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
+        "-days", "2", "-subj", f"/CN=orthonode test {name}", cwd=d,
+    )  # fmt: skip
+
+
+def _issue(d: Path, name: str, ext: str, ca: str) -> None:
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+             "-subj", f"/CN={name}", cwd=d)  # fmt: skip
+    (d / f"{name}.ext").write_text(ext + "\n")
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+        "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
-    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate."""
+    """A throw-away CA with a server certificate for 127.0.0.1 and a client certificate, and a second,
+    unknown CA with a client certificate of its own."""
     require_binary("openssl", "openssl")
     d = tmp_path / "pki"
     d.mkdir()
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=orthonode test CA",
-        cwd=d,
-    )
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={name}",
-            cwd=d,
-        )
-        (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-            cwd=d,
-        )
+    _ca(d, "ca")
+    _issue(d, "server", "subjectAltName=IP:127.0.0.1", "ca")
+    _issue(d, "client", "extendedKeyUsage=clientAuth", "ca")
+    _ca(d, "rogue-ca")
+    _issue(d, "rogue", "extendedKeyUsage=clientAuth", "rogue-ca")
     return d
 
 
@@ -152,6 +126,9 @@ def test_tls_with_client_certificates(make_node: Any, pki: Path) -> None:
 
     anonymous = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.pem"))
     assert echo(Peer("127.0.0.1", node.port, node.ae_title, "TLSSCU", tls=anonymous), timeout=10) is None
+    unknown = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.pem"))
+    unknown.load_cert_chain(str(pki / "rogue.pem"), str(pki / "rogue.key"))  # a CA the node does not trust
+    assert echo(Peer("127.0.0.1", node.port, node.ae_title, "TLSSCU", tls=unknown), timeout=10) is None
     plain = Peer("127.0.0.1", node.port, node.ae_title, "PLAIN")
     assert echo(plain, timeout=5) is None
     assert node.running

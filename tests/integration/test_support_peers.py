@@ -154,3 +154,13 @@ def test_postgres_fresh_database() -> None:
 def test_redis_and_rabbitmq_urls() -> None:
     assert services.redis_url().startswith("redis://")
     assert services.rabbitmq_url().startswith("amqp://")
+
+
+def test_the_log_scan_finds_the_test_datas_identifiers_and_nothing_else() -> None:
+    from support import phi
+
+    assert phi.leaks([("a.log", f"study from {SYNTHETIC_PATIENT_NAME} received")]) == [
+        "a.log: PatientName found"
+    ]
+    assert phi.leaks([("b.log", "stored 1.2.826.0.1.3680043.8.498.1 (512 bytes) on port 11112")]) == []
+    assert phi.leaks([("c.log", "patient SYNTHETIC KNEE")]) == ["c.log: PatientName found"]

@@ -58,6 +58,10 @@ def node_env(
     return env
 
 
+#: Every log file a node or worker process of this test session wrote (scanned for patient identifiers).
+LOG_FILES: list[Path] = []
+
+
 class _Process:
     args: list[str] = []
 
@@ -66,6 +70,7 @@ class _Process:
         self.env = env
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        LOG_FILES.append(self.log_path)
 
     def start(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
