@@ -12,7 +12,7 @@ TORCH_VERSION ?= 2.14.1
 TORCHVISION_VERSION ?= 0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo test test-slow lint typecheck bench-ingest clean
+.PHONY: install system-deps demo test test-slow fuzz-long lint typecheck bench-ingest clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: install system-deps
 
 test-slow: install system-deps
 	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
+
+# Hostile input at length (issue-sized runs): 5,000 examples per property, i.e. 10,000 datasets and 5,000
+# PDUs, freshly drawn (FUZZ_SEED). `make test` runs the same properties with a few hundred inputs.
+fuzz-long: install system-deps
+	FUZZ_EXAMPLES=5000 FUZZ_SEED=1 $(VENV)/bin/pytest -s -p no:warnings --timeout 0 tests/fuzz $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check orthonode ssl_train heads conformance tests benchmarks

@@ -33,6 +33,20 @@ def job_context(job_id: int | str) -> Iterator[None]:
         _current_job.reset(token)
 
 
+class PeerErrorFilter(logging.Filter):
+    """pynetdicom logs a full traceback (``LOGGER.exception``) for every PDU it cannot read -- a reset
+    connection, an unknown item type, a lying length. That is the peer's fault, handled (the association
+    is aborted or closed), and a hostile peer could fill the log with it: the record keeps one line
+    naming the exception, without the traceback (kept at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("pynetdicom") and record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg, record.args = f"peer input not understood: {type(exc).__name__}: {exc}"[:300], ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def configure(level: str = "INFO") -> None:
     """Configure the root logger once, for an entry point (CLI command, worker)."""
     root = logging.getLogger()
@@ -42,6 +56,8 @@ def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(JobContextFilter())
+    if level != "DEBUG":
+        handler.addFilter(PeerErrorFilter())
     handler._orthonode = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)

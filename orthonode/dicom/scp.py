@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from pynetdicom import AE, _config, evt
-from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import ThreadedAssociationServer
 
 from orthonode import metrics
 from orthonode.dicom import transport
@@ -139,7 +139,7 @@ class StorageSCP:
             request_handler=(
                 transport.request_handler(self.handlers.store.received_digests)
                 if self.settings.fast_transport
-                else RequestHandler
+                else transport.BoundedReadsHandler
             ),
         )
         thread = threading.Thread(target=server.serve_forever, name="orthonode-scp", daemon=True)

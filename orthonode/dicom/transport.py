@@ -66,6 +66,10 @@ class _ProtocolError(Exception):
     """The peer sent a malformed PDU."""
 
 
+#: A-ABORT PDU: type 0x07, length 4, reserved, reserved, source 2 (service provider), reason 0
+_A_ABORT = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 0])
+
+
 class _TransportError(Exception):
     """The connection failed or was closed while a PDU was being read."""
 
@@ -221,10 +225,19 @@ class _Socket(AssociationSocket):
     arrives, so a hostile PDU length does not allocate memory up front."""
 
     def recv(self, nr_bytes: int) -> bytearray:
+        """Up to ``nr_bytes``; fewer when the peer closes, resets or stalls for ``network_timeout`` mid-PDU
+        (:class:`BoundedReadsHandler`), which the DUL treats as the connection closed (Evt17)."""
         sock = self.socket
         data = bytearray()
         while sock is not None and len(data) < nr_bytes:
-            chunk = sock.recv(min(nr_bytes - len(data), _RECV_CHUNK))
+            try:
+                chunk = sock.recv(min(nr_bytes - len(data), _RECV_CHUNK))
+            except TimeoutError:
+                log.warning("peer sent part of a PDU and then nothing for network_timeout: closing")
+                break
+            except OSError as exc:  # reset by the peer: the same as a close, without pynetdicom's traceback
+                log.info("connection lost while reading a PDU: %s", exc.strerror or exc)
+                break
             if not chunk:
                 break
             data += chunk
@@ -316,6 +329,17 @@ class _DUL(DULServiceProvider):
                 pass
 
     # -- P-DATA-TF fast path ---------------------------------------------------------------------
+    def _abort_connection(self) -> None:
+        """A-ABORT (PS3.8 9.3.8: source 2, the service provider; reason 0, not specified), then close."""
+        sock = self.socket
+        if sock is None or sock.socket is None:
+            return
+        try:
+            sock.socket.sendall(_A_ABORT)
+        except OSError:
+            pass
+        sock.close()
+
     def _read_pdu_data(self) -> None:
         """Read a PDU. P-DATA-TF PDUs that carry only data set fragments of a C-STORE being received
         into a file are streamed into that file (and hashed) without building PDU objects, as many in a
@@ -408,6 +432,15 @@ class _DUL(DULServiceProvider):
     def run_reactor(self) -> None:
         try:
             super().run_reactor()
+        except Exception as exc:
+            # E.g. an A-ASSOCIATE-RQ with an even presentation context ID raises inside the state machine
+            # (fsm AE-6), which would end this thread with a traceback and leave the peer waiting.
+            log.warning(
+                "association aborted: the peer's request could not be handled (%s: %s)",
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            self._abort_connection()
         finally:
             if self._stream is not None:
                 self._stream.abandon()
@@ -469,6 +502,10 @@ class _Association(Association):
     def __init__(self, ae: AE, mode: str, digests: ReceivedDigests | None = None) -> None:
         super().__init__(ae, mode)
         self.dul = _DUL(self, digests)
+        # pynetdicom sets the ARTIM timer from acse_timeout on the DUL it made (Association.acse_timeout's
+        # setter); this DUL replaces it, so the timer is set again: a connection that sends no
+        # A-ASSOCIATE-RQ is closed after acse_timeout, not pynetdicom's built-in 30 s.
+        self.dul.artim_timer.timeout = self.acse_timeout
         self.dimse = _DIMSE(self)
 
     def kill(self) -> None:
@@ -482,7 +519,24 @@ class _Association(Association):
             time.sleep(_ASSOC_POLL_S)
 
 
-class _RequestHandler(RequestHandler):
+class BoundedReadsHandler(RequestHandler):
+    """Every read of an accepted connection ends within ``network_timeout``.
+
+    The sockets a listening socket accepts are blocking without a timeout, and pynetdicom's reader loops
+    on ``recv`` until a PDU is complete: a peer that sends part of a PDU and then nothing (a truncated
+    A-ASSOCIATE-RQ, a stalled sender) would hold the association's thread and its slot of
+    ``max_associations`` for ever, since the ARTIM and idle timers are only checked between reads. With
+    the timeout the read fails, the DUL sees the transport closed (Evt17) and the slot frees.
+    """
+
+    def setup(self) -> None:
+        super().setup()
+        timeout = self.ae.network_timeout
+        if timeout is not None:
+            self.request.settimeout(timeout)
+
+
+class _RequestHandler(BoundedReadsHandler):
     """pynetdicom's ``RequestHandler._create_association`` with the classes above."""
 
     digests: ReceivedDigests | None = None
