@@ -191,9 +191,16 @@ class Sweeper:
         return "completed"
 
     def hand_over_jobs(self) -> int:
-        retry_after = timedelta(seconds=self.rt.settings.enqueue_retry_seconds)
+        """PENDING jobs to the broker, and QUEUED ones no worker claimed within ``job_lease_seconds``
+        (the broker lost them: ``repository.take_jobs_to_enqueue``)."""
+        settings = self.rt.settings
         with transaction(self.rt.sessions) as session:
-            job_ids = repository.take_jobs_to_enqueue(session, now=self.clock(), retry_after=retry_after)
+            job_ids = repository.take_jobs_to_enqueue(
+                session,
+                now=self.clock(),
+                retry_after=timedelta(seconds=settings.enqueue_retry_seconds),
+                requeue_after=timedelta(seconds=settings.job_lease_seconds),
+            )
         handed = 0
         for job_id in job_ids:
             with job_context(job_id):

@@ -314,20 +314,31 @@ def close_study(session: Session, study: Study, state: StudyState, reason: str, 
 # Jobs
 # --------------------------------------------------------------------------------------------------
 def take_jobs_to_enqueue(
-    session: Session, *, now: datetime, retry_after: timedelta, limit: int = 100
+    session: Session,
+    *,
+    now: datetime,
+    retry_after: timedelta,
+    requeue_after: timedelta | None = None,
+    limit: int = 100,
 ) -> list[int]:
-    """PENDING jobs not handed over recently; stamps them so a concurrent sweeper skips them."""
+    """Jobs to hand to the broker; stamps them so a concurrent sweeper skips them.
+
+    PENDING jobs not handed over within ``retry_after`` (never handed over, or the hand-over failed), and,
+    with ``requeue_after``, QUEUED jobs no worker claimed within it: a broker that lost its messages
+    (restarted without persistence, its queue purged) loses no job, since the index hands them over
+    again. A duplicate message for a job still in the queue is harmless: the claim is conditional.
+    """
+    pending = and_(
+        Job.state == JobState.PENDING,
+        or_(Job.enqueued_at.is_(None), Job.enqueued_at <= now - retry_after),
+        or_(Job.run_after.is_(None), Job.run_after <= now),
+    )
+    wanted = pending
+    if requeue_after is not None:
+        wanted = or_(pending, and_(Job.state == JobState.QUEUED, Job.enqueued_at <= now - requeue_after))
     jobs = (
         session.execute(
-            select(Job)
-            .where(
-                Job.state == JobState.PENDING,
-                or_(Job.enqueued_at.is_(None), Job.enqueued_at <= now - retry_after),
-                or_(Job.run_after.is_(None), Job.run_after <= now),
-            )
-            .order_by(Job.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+            select(Job).where(wanted).order_by(Job.id).limit(limit).with_for_update(skip_locked=True)
         )
         .scalars()
         .all()

@@ -498,6 +498,28 @@ def test_take_jobs_to_enqueue(index: Index) -> None:
     assert take(index, at(100)) == [b]  # QUEUED jobs are the broker's
 
 
+def test_queued_jobs_nobody_claimed_are_handed_over_again(index: Index) -> None:
+    """A broker that lost its messages loses no job: QUEUED past ``requeue_after`` is taken again."""
+    job_id = new_job(index, "2.25.1", at(0))
+    assert take(index, at(1)) == [job_id]
+    with transaction(index.sessions) as session:
+        repo.mark_enqueued(session, job_id, at(1))
+
+    def requeue(now: datetime) -> list[int]:
+        with transaction(index.sessions) as session:
+            return repo.take_jobs_to_enqueue(
+                session, now=now, retry_after=timedelta(seconds=10), requeue_after=timedelta(seconds=900)
+            )
+
+    assert requeue(at(900)) == []
+    assert requeue(at(901)) == [job_id]
+    assert get_job(index, job_id).state == JobState.QUEUED  # still queued, stamped again
+    assert requeue(at(1000)) == []
+    assert claim(index, job_id, at(1001)) is not None  # the duplicate message's claim then does nothing
+    assert claim(index, job_id, at(1002)) is None
+    assert requeue(at(5000)) == []  # RUNNING is the lease's business, not the hand-over's
+
+
 def test_take_jobs_limit_and_order(index: Index) -> None:
     ids = [new_job(index, f"2.25.{i}", at(0)) for i in range(1, 5)]
     assert take(index, at(1), limit=3) == ids[:3]
