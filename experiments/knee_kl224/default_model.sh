@@ -48,12 +48,5 @@ rm -rf "$ft/tta" && "$bin/heads" export --bundle "$ft/kl_grade-1.0.0" --tta "$tt
 "$bin/heads" evaluate --encoder "$ft/encoder-kl_grade-1.0.0" --dataset chen_kl --data "$data" \
   --cache runs/cache --bundle "$ft/tta/kl_grade-1.0.0" --split val --out "$ft/eval-val-tta"
 [ "${PACKAGE:-1}" = 1 ] || exit 0
-rm -rf "$dest.new"
-mkdir -p "$dest.new/heads"
-cp -r "$ft/encoder-kl_grade-1.0.0" "$dest.new/encoder"
-"$bin/heads" export --bundle "$ft/tta/kl_grade-1.0.0" --results "$ft/eval-val-tta/results.json" \
-  --version "${VERSION:-2.1.0}" --out "$dest.new/heads"
-[ -f "$dest/MODEL_CARD.md" ] && cp "$dest/MODEL_CARD.md" "$dest.new/"
-rm -rf "$dest" && mv "$dest.new" "$dest"
-du -sh "$dest"
-ORTHONODE_MODELS_DIR="$dest" "$bin/orthonode" models
+"$here/package.sh" "$ft/encoder-kl_grade-1.0.0" "$ft/tta/kl_grade-1.0.0" "$ft/eval-val-tta/results.json" \
+  "${VERSION:-2.1.0}" "$dest"

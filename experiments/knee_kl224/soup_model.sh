@@ -36,12 +36,5 @@ echo "carve chose: $chosen"
 "$bin/heads" evaluate --encoder "$soup/encoder-kl_grade-1.0.0" --dataset chen_kl --data "$data" \
   --cache runs/cache --bundle "$soup/kl_grade-1.0.0" --split val --out "$soup/eval-val"
 [ "${PACKAGE:-1}" = 1 ] && [ "$chosen" = "$(basename "$soup")" ] || exit 0
-rm -rf "$dest.new"
-mkdir -p "$dest.new/heads"
-cp -r "$soup/encoder-kl_grade-1.0.0" "$dest.new/encoder"
-"$bin/heads" export --bundle "$soup/kl_grade-1.0.0" --results "$soup/eval-val/results.json" \
-  --version "${VERSION:-2.2.0}" --out "$dest.new/heads"
-[ -f "$dest/MODEL_CARD.md" ] && cp "$dest/MODEL_CARD.md" "$dest.new/"
-rm -rf "$dest" && mv "$dest.new" "$dest"
-du -sh "$dest"
-ORTHONODE_MODELS_DIR="$dest" "$bin/orthonode" models
+"$here/package.sh" "$soup/encoder-kl_grade-1.0.0" "$soup/kl_grade-1.0.0" "$soup/eval-val/results.json" \
+  "${VERSION:-2.2.0}" "$dest"
