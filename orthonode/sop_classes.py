@@ -1,8 +1,10 @@
 """The storage SOP classes the node accepts (PS3.4 Annex B.5, UIDs from PS3.6 Annex A), in one place.
 
 Each class says whether it is an image IOD (Pixel Data is Type 1 there, PS3.3) and what routing makes of a
-series of it (:class:`SopKind`): the receiver (:mod:`orthonode.dicom.contexts`) offers exactly these
-classes, and routing (:mod:`orthonode.completion.selection`) classifies series by the same table.
+series of it (:class:`SopKind`): the receiver offers exactly these classes (:mod:`orthonode.dicom.scp`
+builds its presentation contexts from :data:`STORAGE_CLASSES`), the header reader (:mod:`orthonode.dicom.header`) looks classes up in :data:`STORAGE_BY_UID`, and routing
+(:mod:`orthonode.completion.selection`) classifies series by the same table and, for classes the node
+does not accept, by the families below.
 """
 
 from __future__ import annotations
@@ -73,6 +75,19 @@ STORAGE_CLASSES: tuple[StorageClass, ...] = (
     ),
 )
 STORAGE_BY_UID = {c.uid: c for c in STORAGE_CLASSES}
+
+#: The root of the storage SOP Class UIDs (PS3.6 Annex A).
+STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1"
+#: MR Spectroscopy Storage: MR, but no images (not accepted; routing never treats it as MRI).
+MR_SPECTROSCOPY_STORAGE = f"{STORAGE_ROOT}.4.2"
+#: SOP Class families (a UID and every UID under it) that are results or derived objects, never inputs.
+RESULT_SOP_FAMILIES: tuple[str, ...] = (
+    f"{STORAGE_ROOT}.88",  # Structured Reports, Key Object Selection
+    f"{STORAGE_ROOT}.7",  # Secondary Capture (single and multi-frame)
+    f"{STORAGE_ROOT}.11",  # Presentation States
+    f"{STORAGE_ROOT}.66",  # Raw Data, Spatial Registration, Fiducials, Segmentation, Surface Segmentation
+    f"{STORAGE_ROOT}.104",  # Encapsulated Documents
+)
 
 
 def uids_of(*kinds: SopKind) -> frozenset[str]:
