@@ -45,12 +45,11 @@ from pydicom.valuerep import DA, DT, TM
 from orthonode.encode import codes as oc
 from orthonode.encode.uids import device_observer_uid, tracking_uid
 from orthonode.errors import OrthonodeError
-from orthonode.inference.findings import Finding, ModelIdentity
+from orthonode.inference.findings import UNTRAINED_MARK, Finding, ModelIdentity, untrained_marked
 
 SERIES_DESCRIPTION = "OrthoFoundation AI report - NOT FOR DIAGNOSTIC USE"
 SERIES_DESCRIPTION_UNTRAINED = "OrthoFoundation AI report - UNTRAINED - NOT FOR DIAGNOSTIC USE"
 DISCLAIMER = "Research use only. Not for diagnostic use."
-UNTRAINED_MARK = "UNTRAINED"
 UNTRAINED_STATEMENT = "UNTRAINED MODEL - NOT A FINDING"
 NODE_MANUFACTURER = "OrthoFoundation node"
 DEFAULT_SERIES_NUMBER = 9901
@@ -63,9 +62,7 @@ class ReportError(OrthonodeError, ValueError):
 
 def model_display_name(model: ModelIdentity) -> str:
     """The model's name, with "(UNTRAINED)" appended for an untrained model that does not say so."""
-    if model.trained or UNTRAINED_MARK in model.name.upper():
-        return model.name
-    return f"{model.name} ({UNTRAINED_MARK})"
+    return untrained_marked(model.name, model.trained)
 
 
 def _algorithm_id(model: ModelIdentity) -> hd.sr.AlgorithmIdentification:

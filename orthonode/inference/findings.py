@@ -14,6 +14,20 @@ from typing import Any
 import numpy as np
 from pydicom.sr.coding import Code
 
+#: The word every name of an untrained model carries (IHE AI Results: the algorithm names itself).
+UNTRAINED_MARK = "UNTRAINED"
+
+
+def untrained_marked(name: str, trained: bool) -> str:
+    """``name``, with " (UNTRAINED)" appended for an untrained model whose name does not already say so.
+
+    The one place the mark is added: the pipeline names its models with it (:class:`ModelIdentity`) and
+    the SR and SC writers show names through it (``orthonode.encode.sr.model_display_name``).
+    """
+    if trained or UNTRAINED_MARK in name.upper():
+        return name
+    return f"{name} ({UNTRAINED_MARK})"
+
 
 @dataclass(frozen=True)
 class ModelIdentity:

@@ -40,7 +40,7 @@ from orthonode.errors import OrthonodeError
 from orthonode.inference.backbones import is_vit
 from orthonode.inference.device import resolve_device
 from orthonode.inference.encoder import Encoder, EncoderOutput, load_encoder
-from orthonode.inference.findings import Finding, ModelIdentity, SourceImage
+from orthonode.inference.findings import Finding, ModelIdentity, SourceImage, untrained_marked
 from orthonode.inference.heads import HeadRegistry, InstalledHead
 from orthonode.inference.layout import ENCODER_SUBDIR, HEADS_SUBDIR, models_root
 from orthonode.inference.loading import DecodeError, Radiograph, Volume, load_radiograph, load_volume
@@ -388,11 +388,8 @@ def _finding(
 
 def model_identity(head: InstalledHead, encoder: Encoder) -> ModelIdentity:
     card = encoder.card
-    name = f"OrthoFoundation {head.card.title}"
-    if not head.trained:
-        name += " (UNTRAINED)"
     return ModelIdentity(
-        name=name,
+        name=untrained_marked(f"OrthoFoundation {head.card.title}", head.trained),
         version=f"encoder {card.version} ({encoder.fingerprint[:8]}) / head {head.card.version}",
         parameters={
             "encoder": card.name,
