@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from orthonode.errors import OrthonodeError
 from orthonode.inference.layout import HEAD_CARD_FILE
 from orthonode.tasks.modules import FEATURE_MODES, HEAD_KINDS, Head, build_head, feature_dim
+from orthonode.tasks.pipelines import Anatomy, ModalityKind
 from orthonode.tasks.registry import TaskSpec, get_task
 from orthonode.tasks.tta import check_mode
 
@@ -110,8 +111,8 @@ class HeadCard(_Strict):
     name: str = Field(min_length=1)
     task: str
     title: str
-    anatomy: Literal["knee", "hip", "shoulder", "ankle"]
-    modality: Literal["radiograph", "mri"]
+    anatomy: Anatomy  # the vocabulary of orthonode.tasks.pipelines, stored as its value ("knee")
+    modality: ModalityKind
     labels: list[str]
     codes: CodesModel
     thresholds: dict[str, float] = Field(default_factory=dict)
