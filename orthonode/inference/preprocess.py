@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from orthonode.inference.loading import Volume
 __all__ = ["Placement", "SliceStrategy", "fit_to_square", "select_slices"]
 
 SliceStrategy = Literal["central", "uniform"]
+SLICE_STRATEGIES: tuple[str, ...] = get_args(SliceStrategy)
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def select_slices(
         raise ValueError(f"the stack has no slices ({total})")
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
-    if strategy not in ("central", "uniform"):
+    if strategy not in SLICE_STRATEGIES:
         raise ValueError(f"unknown slice strategy {strategy!r} (central or uniform)")
     if not 0.0 <= margin < 0.5:
         raise ValueError(f"margin must be in [0, 0.5), got {margin}")

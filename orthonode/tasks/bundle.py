@@ -32,10 +32,19 @@ from safetensors.torch import load_file, save_file
 
 from orthonode.errors import OrthonodeError
 from orthonode.inference.layout import HEAD_CARD_FILE
-from orthonode.tasks.modules import FEATURE_MODES, HEAD_KINDS, Head, build_head, feature_dim
+from orthonode.inference.preprocess import SliceStrategy
+from orthonode.tasks.modules import (
+    FEATURE_MODES,
+    HEAD_KINDS,
+    FeatureMode,
+    Head,
+    HeadKind,
+    build_head,
+    feature_dim,
+)
 from orthonode.tasks.pipelines import Anatomy, ModalityKind
-from orthonode.tasks.registry import TaskSpec, get_task
-from orthonode.tasks.tta import check_mode
+from orthonode.tasks.registry import InputKind, TaskSpec, get_task
+from orthonode.tasks.tta import TTAMode, check_mode
 
 FORMAT = "orthonode-head/1"
 WEIGHTS_FILE = "head.safetensors"
@@ -65,19 +74,19 @@ class CodesModel(_Strict):
 
 
 class InputModel(_Strict):
-    kind: Literal["radiograph", "mri_slices"]
+    kind: InputKind
     img_size: int = Field(gt=0)
     patch: int = Field(default=16, gt=0)
-    features: Literal["cls", "cls+meanpatch"]
+    features: FeatureMode
     slices: int | None = Field(default=None, gt=0)
-    strategy: Literal["central", "uniform"] | None = None
+    strategy: SliceStrategy | None = None
     plane: str | None = None
     #: Test-time augmentation the head was scored with and the node applies (:mod:`orthonode.tasks.tta`).
-    tta: Literal["none", "hflip"] = "none"
+    tta: TTAMode = "none"
 
 
 class HeadModel(_Strict):
-    kind: Literal["linear", "mlp", "ordinal", "attention"]
+    kind: HeadKind
     in_dim: int = Field(gt=0)
     num_classes: int = Field(ge=2)
     hparams: dict[str, Any] = Field(default_factory=dict)

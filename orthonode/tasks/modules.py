@@ -22,15 +22,16 @@ training features, saved in the bundle), exposes ``forward(x) -> logits`` and
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 FeatureMode = Literal["cls", "cls+meanpatch"]
-FEATURE_MODES: tuple[str, ...] = ("cls", "cls+meanpatch")
-HEAD_KINDS: tuple[str, ...] = ("linear", "mlp", "ordinal", "attention")
+FEATURE_MODES: tuple[str, ...] = get_args(FeatureMode)
+HeadKind = Literal["linear", "mlp", "ordinal", "attention"]
+HEAD_KINDS: tuple[str, ...] = get_args(HeadKind)
 
 
 def compose_features(cls: Tensor, meanpatch: Tensor | None, mode: str) -> Tensor:

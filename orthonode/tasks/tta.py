@@ -14,13 +14,13 @@ bundle was scored with are the ones the node reports.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
 TTAMode = Literal["none", "hflip"]
-TTA_MODES: tuple[str, ...] = ("none", "hflip")
+TTA_MODES: tuple[str, ...] = get_args(TTAMode)
 
 
 def check_mode(mode: str) -> TTAMode:
