@@ -45,13 +45,18 @@ from pydicom.valuerep import DA, DT, TM
 from orthonode.encode import codes as oc
 from orthonode.encode.uids import device_observer_uid, tracking_uid
 from orthonode.errors import OrthonodeError
-from orthonode.inference.findings import UNTRAINED_MARK, Finding, ModelIdentity, untrained_marked
+from orthonode.inference.findings import (
+    NODE_MANUFACTURER,
+    UNTRAINED_MARK,
+    Finding,
+    ModelIdentity,
+    untrained_marked,
+)
 
 SERIES_DESCRIPTION = "OrthoFoundation AI report - NOT FOR DIAGNOSTIC USE"
 SERIES_DESCRIPTION_UNTRAINED = "OrthoFoundation AI report - UNTRAINED - NOT FOR DIAGNOSTIC USE"
 DISCLAIMER = "Research use only. Not for diagnostic use."
 UNTRAINED_STATEMENT = "UNTRAINED MODEL - NOT A FINDING"
-NODE_MANUFACTURER = "OrthoFoundation node"
 DEFAULT_SERIES_NUMBER = 9901
 MAX_LO = 64  # Series Description and similar LO attributes
 

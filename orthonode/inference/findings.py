@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from pydicom.sr.coding import Code
 
+#: The node as Manufacturer (0008,0070) of what it writes and of its models (Contributing Equipment).
+NODE_MANUFACTURER = "OrthoFoundation node"
 #: The word every name of an untrained model carries (IHE AI Results: the algorithm names itself).
 UNTRAINED_MARK = "UNTRAINED"
 
@@ -37,7 +39,7 @@ class ModelIdentity:
     version: str  # encoder + head versions, e.g. "enc 3f2a9c1d / head 1.0.0"
     parameters: Mapping[str, str] = field(default_factory=dict)  # TID 4019 Algorithm Parameters
     trained: bool = True  # False: random weights; every output carries "UNTRAINED" and is not a finding
-    manufacturer: str = "OrthoFoundation node"
+    manufacturer: str = NODE_MANUFACTURER
 
 
 @dataclass(frozen=True)
