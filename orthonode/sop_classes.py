@@ -2,7 +2,8 @@
 
 Each class says whether it is an image IOD (Pixel Data is Type 1 there, PS3.3) and what routing makes of a
 series of it (:class:`SopKind`): the receiver offers exactly these classes (:mod:`orthonode.dicom.scp`
-builds its presentation contexts from :data:`STORAGE_CLASSES`), the header reader (:mod:`orthonode.dicom.header`) looks classes up in :data:`STORAGE_BY_UID`, and routing
+builds its presentation contexts from :data:`STORAGE_CLASSES`), the header reader
+(:mod:`orthonode.dicom.header`) looks classes up in :data:`STORAGE_BY_UID`, and routing
 (:mod:`orthonode.completion.selection`) classifies series by the same table and, for classes the node
 does not accept, by the families below.
 """
