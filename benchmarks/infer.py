@@ -28,14 +28,20 @@ from typing import Any
 import torch
 from pydicom import dcmread
 
-from orthonode.completion.selection import Route
-from orthonode.dicom.scu import Peer, send_files
-from orthonode.encode.outputs import build_outputs
-from orthonode.inference.pipeline import Models, run_pipeline
-from orthonode.inference.untrained import write_untrained_models
-from orthonode.peers.sink import StoreSink
-from orthonode.peers.synthetic import knee_radiograph_from_png, mr_series, new_study_uid, write_all
-from orthonode.settings import load_settings
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from support.peers.synthetic import mr_series  # noqa: E402
+
+from orthonode.completion.selection import Route  # noqa: E402
+from orthonode.dicom.scu import Peer, send_files  # noqa: E402
+from orthonode.encode.outputs import build_outputs  # noqa: E402
+from orthonode.inference.pipeline import Models, run_pipeline  # noqa: E402
+from orthonode.inference.untrained import write_untrained_models  # noqa: E402
+from orthonode.peers.sink import StoreSink  # noqa: E402
+from orthonode.peers.synthetic import knee_radiograph_from_png, new_study_uid, write_all  # noqa: E402
+from orthonode.settings import load_settings  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "knee_kl224" / "val"
 STAGES = ("read", "preprocess", "encode", "heads", "sr_sc", "send")

@@ -56,8 +56,8 @@ for _p in (REPO, REPO / "tests"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from support.dcmtk import StoreSCP, dcmtk_env  # noqa: E402
 from support.node import NodeProcess  # noqa: E402
+from support.peers.dcmtk import StoreSCP, dcmtk_env  # noqa: E402
 
 from orthonode.peers.orthanc import Orthanc  # noqa: E402
 from orthonode.settings import Settings  # noqa: E402
@@ -79,7 +79,7 @@ def log(message: str) -> None:
 
 
 def _generate(out: Path, n_mr: int, n_xr: int) -> None:
-    from orthonode.peers import synthetic
+    from support.peers import synthetic
 
     study = synthetic.new_study_uid()
     per_series = -(-n_mr // MR_SERIES) if n_mr else 0

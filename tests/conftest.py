@@ -56,9 +56,8 @@ def shared_data() -> Path:
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[Any]:
     """A real Orthanc (Debian `orthanc`) on free loopback ports."""
+    from support.peers.orthanc import Orthanc
     from support.services import require_binary
-
-    from orthonode.peers.orthanc import Orthanc
 
     require_binary("Orthanc", "orthanc")
     with Orthanc(tmp_path / "orthanc") as pacs:

@@ -1,10 +1,11 @@
 """A real Orthanc (Debian's ``orthanc`` package, 1.10.x) run as a subprocess on free loopback ports.
 
-Orthanc plays the PACS in integration tests: it sends studies to the node by C-STORE
-(``store_to_modality``) and receives the node's results. Everything here uses the standard library
-only (``urllib``), so tests need no HTTP client dependency.
+Orthanc plays the PACS in ``orthonode demo``: it sends a study to the node by C-STORE
+(``store_to_modality``) and receives the node's results. The integration tests use it through
+``tests/support/peers/orthanc.py``, which adds the query, wait and clean-up calls only they need.
+Everything here uses the standard library only (``urllib``), so no HTTP client dependency.
 
-Known behaviour of Orthanc 1.10 that matters to tests:
+Known behaviour of Orthanc 1.10 that matters to the demo and the tests:
 
 - Orthanc 1.10 has no configuration key for the listen address: the HTTP and DICOM servers bind to all
   interfaces. ``RemoteAccessAllowed: false`` makes the HTTP server refuse non-loopback clients; the
@@ -34,7 +35,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -290,23 +291,12 @@ class Orthanc:
         raw = self.request("PUT", path, body, timeout=timeout)
         return json.loads(raw) if raw.strip() else None
 
-    def delete(self, path: str, timeout: float = 30.0) -> None:
-        self.request("DELETE", path, timeout=timeout)
-
     # ----------------------------------------------------------------------------------- REST helpers
-
-    def system(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.get("/system")
-        return result
 
     def add_modality(self, name: str, aet: str, host: str, port: int) -> None:
         """Register (or replace) a remote modality at run time: ``PUT /modalities/{name}``."""
         self.put(f"/modalities/{name}", {"AET": aet, "Host": host, "Port": port})
         self._modalities[name] = (aet, host, port)
-
-    def modalities(self) -> list[str]:
-        result: list[str] = self.get("/modalities")
-        return result
 
     def upload(self, dicom: Path | str | bytes) -> str:
         """Store one DICOM file in Orthanc (``POST /instances``) and return its Orthanc instance ID."""
@@ -336,49 +326,6 @@ class Orthanc:
         result = self.post(f"/modalities/{modality}/store", body, timeout=timeout + 10)
         return dict(result or {})
 
-    def echo(self, modality: str, timeout: float = 10) -> bool:
-        """C-ECHO a registered modality; False when the echo fails."""
-        try:
-            self.request(
-                "POST", f"/modalities/{modality}/echo", {"Timeout": int(timeout)}, timeout=timeout + 5
-            )
-        except OrthancError:
-            return False
-        return True
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.get(f"/jobs/{job_id}")
-        return result
-
-    def wait_for_job(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        """Poll ``/jobs/{id}`` until it is Success or Failure (bounded); return the last job state."""
-        deadline = time.monotonic() + timeout
-        job: dict[str, Any] = {}
-        for _ in range(int(timeout / 0.1) + 1):
-            job = self.job(job_id)
-            if job.get("State") in {"Success", "Failure"}:
-                return job
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.1)
-        raise TimeoutError(f"Orthanc job {job_id} not finished within {timeout:.0f} s: {job}")
-
-    def patients(self) -> list[str]:
-        result: list[str] = self.get("/patients")
-        return result
-
-    def studies(self) -> list[str]:
-        result: list[str] = self.get("/studies")
-        return result
-
-    def series(self) -> list[str]:
-        result: list[str] = self.get("/series")
-        return result
-
-    def instances(self) -> list[str]:
-        result: list[str] = self.get("/instances")
-        return result
-
     def find_instances(self, study_uid: str) -> list[dict[str, Any]]:
         """Instances of the study with StudyInstanceUID ``study_uid`` (``POST /tools/find``, expanded)."""
         body = {"Level": "Instance", "Query": {"StudyInstanceUID": study_uid}, "Expand": True}
@@ -394,51 +341,6 @@ class Orthanc:
     def instance_file(self, orthanc_id: str) -> bytes:
         """The stored DICOM file, byte for byte (``GET /instances/{id}/file``)."""
         return self.request("GET", f"/instances/{orthanc_id}/file")
-
-    def instance_tags(self, orthanc_id: str) -> dict[str, Any]:
-        """Simplified tags (keyword -> value) of an instance."""
-        result: dict[str, Any] = self.get(f"/instances/{orthanc_id}/simplified-tags")
-        return result
-
-    def instance_metadata(self, orthanc_id: str) -> dict[str, Any]:
-        """Orthanc metadata of an instance (TransferSyntax, RemoteAET, SopClassUid, ...)."""
-        result: dict[str, Any] = self.get(f"/instances/{orthanc_id}/metadata?expand")
-        return result
-
-    def wait_for_instances(
-        self,
-        expected: int | Callable[[list[str]], bool],
-        timeout: float = 30.0,
-        interval: float = 0.2,
-    ) -> list[str]:
-        """Poll ``/instances`` until there are ``expected`` (or more) instances or the predicate holds.
-
-        Returns the instance IDs; raises TimeoutError with the last list and Orthanc's log tail.
-        """
-        predicate: Callable[[list[str]], bool]
-        if isinstance(expected, int):
-            count = expected
-            predicate = lambda ids: len(ids) >= count  # noqa: E731
-        else:
-            predicate = expected
-        deadline = time.monotonic() + timeout
-        ids: list[str] = []
-        for _ in range(int(timeout / interval) + 1):
-            ids = self.instances()
-            if predicate(ids):
-                return ids
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(interval)
-        raise TimeoutError(
-            f"Orthanc instances did not reach {expected!r} within {timeout:.0f} s (have {len(ids)}); "
-            f"log tail:\n{self.log_tail(1500)}"
-        )
-
-    def delete_all(self) -> None:
-        """Delete every patient (and so every study, series and instance)."""
-        for patient in self.patients():
-            self.delete(f"/patients/{patient}")
 
 
 def _two_free_ports() -> tuple[int, int]:

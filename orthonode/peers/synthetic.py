@@ -1,24 +1,26 @@
-"""Builders of SYNTHETIC DICOM test data (pydicom 3), clearly labelled as such.
+"""Builders of the SYNTHETIC radiographs the demo sends (pydicom 3), clearly labelled as such.
 
 Every synthetic object has PatientName ``SYNTHETIC^KNEE``, a ``SYNTH-...`` PatientID and ImageComments
 ``SYNTHETIC TEST DATA``; pixels are seeded noise, no real patient data. The builders aim at objects that
-dciodvfy (dicom3tools) reports without errors for their IOD.
+dciodvfy (dicom3tools) reports without errors for their IOD: Digital X-Ray For Presentation (PS3.3
+A.26) and Computed Radiography (PS3.3 A.2).
 
 ``knee_radiograph_from_png`` is the exception: it wraps a REAL de-identified knee radiograph crop (Chen
 2018, from the OAI, CC BY 4.0, ``../shared/data/knee_kl224``) as a DX image for demos.
 
-Written files use Explicit VR Little Endian and names from a counter (never from UIDs).
+Written files use Explicit VR Little Endian and names from a counter (never from UIDs). The builders the
+tests alone need (MR series, in-memory Part 10 bytes) live in ``tests/support/peers/synthetic.py`` and
+build on :func:`base_dataset`, :func:`smooth_noise` and :func:`set_pixels_u16` here.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydicom import Dataset, FileMetaDataset, dcmwrite
+from pydicom import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
@@ -27,7 +29,6 @@ from pydicom.uid import (
     generate_uid,
 )
 
-MR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.4")
 DX_FOR_PRESENTATION_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1.1")
 CR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
 
@@ -37,15 +38,6 @@ SYNTHETIC_COMMENT = "SYNTHETIC TEST DATA"
 FIXED_DATE = "20240102"
 FIXED_TIME = "101500"
 MANUFACTURER = "orthonode test factory"
-
-Plane = Literal["sagittal", "coronal", "axial"]
-
-# Row and column direction cosines (patient LPS) per acquisition plane.
-PLANE_ORIENTATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "sagittal": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
-    "coronal": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
-    "axial": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
-}
 
 # SNOMED CT codes for the anatomic region of the few body parts the tests use (DICOM CID 4031).
 ANATOMY_CODES: dict[str, tuple[str, str]] = {
@@ -83,7 +75,7 @@ def _file_meta(sop_class: UID, sop_instance: UID) -> FileMetaDataset:
     return meta
 
 
-def _base_dataset(
+def base_dataset(
     sop_class: UID,
     study_uid: str,
     series_uid: str,
@@ -94,6 +86,9 @@ def _base_dataset(
     comment: str,
     accession: str,
 ) -> Dataset:
+    """A new instance with its file meta and the Patient, General Study, General Series, General
+    Equipment and General Image attributes every builder shares (PS3.3 C.7.1.1, C.7.2.1, C.7.3.1,
+    C.7.5.1, C.7.6.1)."""
     sop_instance = generate_uid()
     ds = Dataset()
     ds.file_meta = _file_meta(sop_class, sop_instance)
@@ -129,7 +124,7 @@ def _base_dataset(
     return ds
 
 
-def _smooth_noise(rows: int, cols: int, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+def smooth_noise(rows: int, cols: int, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
     """Seeded smooth-ish noise in [low, high]: coarse noise upsampled, a blob, fine noise on top."""
     coarse = rng.random((max(2, rows // 8 + 1), max(2, cols // 8 + 1)))
     up = np.kron(coarse, np.ones((8, 8)))[:rows, :cols]
@@ -143,7 +138,8 @@ def _smooth_noise(rows: int, cols: int, rng: np.random.Generator, low: float, hi
     return low + img * (high - low)
 
 
-def _set_pixels_u16(ds: Dataset, pixels: np.ndarray, bits_stored: int) -> None:
+def set_pixels_u16(ds: Dataset, pixels: np.ndarray, bits_stored: int) -> None:
+    """``pixels`` as 16-bit unsigned MONOCHROME2 Pixel Data (Image Pixel module, PS3.3 C.7.6.3)."""
     arr = np.ascontiguousarray(pixels.astype("<u2"))
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -167,94 +163,6 @@ def _code_sequence(code: tuple[str, str] | None) -> DicomSequence:
     item.CodeValue, item.CodeMeaning = code
     item.CodingSchemeDesignator = "SCT"
     return DicomSequence([item])
-
-
-# --------------------------------------------------------------------------------------------- MR
-
-
-def mr_series(
-    study_uid: str,
-    *,
-    n_slices: int = 5,
-    plane: Plane = "sagittal",
-    description: str = "PD FS SAG",
-    body_part: str = "KNEE",
-    laterality: str = "R",
-    rows: int = 64,
-    cols: int = 64,
-    series_number: int = 1,
-    seed: int = 0,
-    patient_id: str = SYNTHETIC_PATIENT_ID,
-    pixel_spacing_mm: float = 0.5,
-    slice_thickness_mm: float = 3.0,
-    accession: str = "SYNTHACC1",
-) -> list[Dataset]:
-    """A synthetic single-frame MR series (MR Image Storage) of ``n_slices`` parallel slices.
-
-    ImageOrientationPatient follows ``plane``; ImagePositionPatient steps by ``slice_thickness_mm``
-    along the slice normal, centred on the origin. 16-bit unsigned MONOCHROME2, 12 bits stored.
-    """
-    if plane not in PLANE_ORIENTATION:
-        raise ValueError(f"plane must be one of {sorted(PLANE_ORIENTATION)}, not {plane!r}")
-    if n_slices < 1:
-        raise ValueError("n_slices must be at least 1")
-    rng = np.random.default_rng(seed)
-    row_dir, col_dir = (np.array(v) for v in PLANE_ORIENTATION[plane])
-    normal = np.cross(row_dir, col_dir)
-    series_uid = str(generate_uid())
-    frame_of_reference = str(generate_uid())
-    out: list[Dataset] = []
-    for index in range(n_slices):
-        ds = _base_dataset(
-            MR_IMAGE_STORAGE,
-            study_uid,
-            series_uid,
-            modality="MR",
-            patient_id=patient_id,
-            patient_name=SYNTHETIC_PATIENT_NAME,
-            comment=SYNTHETIC_COMMENT,
-            accession=accession,
-        )
-        ds.SeriesNumber = series_number
-        ds.SeriesDescription = description
-        ds.BodyPartExamined = body_part.upper()
-        ds.Laterality = laterality
-        ds.PatientPosition = "FFS"
-        ds.ProtocolName = description
-        # Frame of Reference
-        ds.FrameOfReferenceUID = frame_of_reference
-        ds.PositionReferenceIndicator = ""
-        # General Image
-        ds.InstanceNumber = index + 1
-        ds.AcquisitionNumber = 1
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
-        # Image Plane
-        origin = (
-            -(cols * pixel_spacing_mm / 2.0) * row_dir
-            - (rows * pixel_spacing_mm / 2.0) * col_dir
-            + (index - (n_slices - 1) / 2.0) * slice_thickness_mm * normal
-        )
-        ds.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]
-        ds.ImagePositionPatient = [round(float(v), 4) + 0.0 for v in origin]
-        ds.PixelSpacing = [pixel_spacing_mm, pixel_spacing_mm]
-        ds.SliceThickness = slice_thickness_mm
-        ds.SpacingBetweenSlices = slice_thickness_mm
-        ds.SliceLocation = round(float(np.dot(origin, normal)), 4) + 0.0
-        # MR Image
-        ds.ScanningSequence = "SE"
-        ds.SequenceVariant = ["SK", "SP"]
-        ds.ScanOptions = "FS" if "FS" in description.upper().split() else ""
-        ds.MRAcquisitionType = "2D"
-        ds.RepetitionTime = 3000.0
-        ds.EchoTime = 30.0
-        ds.EchoTrainLength = 8
-        ds.MagneticFieldStrength = 3.0
-        pixels = _smooth_noise(rows, cols, rng, 50.0, 3000.0)
-        _set_pixels_u16(ds, pixels, bits_stored=12)
-        ds.WindowCenter = 1500
-        ds.WindowWidth = 3000
-        out.append(ds)
-    return out
 
 
 # --------------------------------------------------------------------------------------------- DX / CR
@@ -318,7 +226,7 @@ def radiograph(
     if laterality not in {"L", "R"}:
         raise ValueError(f"laterality must be 'L' or 'R', not {laterality!r}")
     sop_class = DX_FOR_PRESENTATION_STORAGE if modality == "DX" else CR_IMAGE_STORAGE
-    ds = _base_dataset(
+    ds = base_dataset(
         sop_class,
         study_uid,
         str(generate_uid()),
@@ -342,8 +250,8 @@ def radiograph(
         ds.ImagerPixelSpacing = [pixel_spacing_mm, pixel_spacing_mm]
     else:
         ds.PixelSpacing = [pixel_spacing_mm, pixel_spacing_mm]
-    pixels = _smooth_noise(rows, cols, np.random.default_rng(seed), 100.0, 4000.0)
-    _set_pixels_u16(ds, pixels, bits_stored=12)
+    pixels = smooth_noise(rows, cols, np.random.default_rng(seed), 100.0, 4000.0)
+    set_pixels_u16(ds, pixels, bits_stored=12)
     ds.WindowCenter = 2048
     ds.WindowWidth = 4096
     return ds
@@ -372,7 +280,7 @@ def knee_radiograph_from_png(
         if img.mode not in {"L", "LA", "P", "RGB", "RGBA"}:
             raise ValueError(f"{png_path}: expected an 8-bit PNG, got mode {img.mode}")
         pixels = np.asarray(img.convert("L"), dtype=np.uint8)
-    ds = _base_dataset(
+    ds = base_dataset(
         DX_FOR_PRESENTATION_STORAGE,
         study_uid,
         str(generate_uid()),
@@ -412,13 +320,6 @@ def knee_radiograph_from_png(
 # --------------------------------------------------------------------------------------------- output
 
 
-def dataset_bytes(ds: Dataset) -> bytes:
-    """The dataset as a DICOM Part 10 file in memory (e.g. for ``Orthanc.upload``)."""
-    buffer = io.BytesIO()
-    dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def write_all(datasets: Iterable[Dataset], directory: Path, prefix: str = "img") -> list[Path]:
     """Write each dataset as ``{prefix}{counter:05d}.dcm`` in ``directory``; return the paths in order."""
     directory = Path(directory)
@@ -429,8 +330,3 @@ def write_all(datasets: Iterable[Dataset], directory: Path, prefix: str = "img")
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
-
-
-def study_uids(datasets: Sequence[Dataset]) -> set[str]:
-    """The distinct StudyInstanceUIDs of ``datasets``."""
-    return {str(ds.StudyInstanceUID) for ds in datasets}

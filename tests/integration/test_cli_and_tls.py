@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from support.node import node_env
-from support.ports import free_port
+from support.peers.ports import free_port
 from support.services import require_binary
 
 from orthonode.dicom.scu import Peer, echo

@@ -17,20 +17,20 @@ from typing import Any
 
 import pytest
 from pydicom import dcmread
-from support.dcmtk import StoreSCP, dsrdump
 from support.node import WorkerProcess, jobs_of
-from support.services import redis_url
-
-from orthonode.encode.sr import read_report
-from orthonode.inference.untrained import write_untrained_models
-from orthonode.peers.ports import free_port
-from orthonode.peers.synthetic import (
+from support.peers.dcmtk import StoreSCP, dsrdump
+from support.peers.synthetic import (
     knee_radiograph_from_png,
     mr_series,
     new_study_uid,
     radiograph,
     write_all,
 )
+from support.services import redis_url
+
+from orthonode.encode.sr import read_report
+from orthonode.inference.untrained import write_untrained_models
+from orthonode.peers.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.dcmtk import storescu
 from support.node import jobs_of, study_of
-
-from orthonode.peers.synthetic import mr_series, new_study_uid, radiograph, write_all
+from support.peers.dcmtk import storescu
+from support.peers.synthetic import mr_series, new_study_uid, radiograph, write_all
 
 pytestmark = pytest.mark.integration
 

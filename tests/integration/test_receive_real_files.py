@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.filereader import _read_file_meta_info
-from support.dcmtk import storescu
+from support.peers.dcmtk import storescu
 
 from orthonode.dicom.contexts import TRANSFER_SYNTAXES
 from orthonode.dicom.scu import Peer, send_files

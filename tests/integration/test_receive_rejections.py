@@ -11,9 +11,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, _config
+from support.peers.synthetic import mr_series, new_study_uid, write_all
 
 from orthonode.dicom.contexts import StoreStatus
-from orthonode.peers.synthetic import mr_series, new_study_uid, write_all
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 from pynetdicom import AE, _config
 from support.node import NodeProcess, jobs_of, study_of
-
-from orthonode.peers.synthetic import mr_series, new_study_uid, write_all
+from support.peers.synthetic import mr_series, new_study_uid, write_all
 
 pytestmark = pytest.mark.integration
 

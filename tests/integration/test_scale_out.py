@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.dcmtk import storescu
 from support.node import NodeProcess, WorkerProcess, jobs_of, study_of
+from support.peers.dcmtk import storescu
+from support.peers.synthetic import mr_series, new_study_uid, write_all
 from support.services import redis_url
-
-from orthonode.peers.synthetic import mr_series, new_study_uid, write_all
 
 pytestmark = pytest.mark.integration
 

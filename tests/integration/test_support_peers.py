@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from support import services
-from support.dcmtk import StoreSCP, association_config, dciodvfy, echoscu, storescu
-from support.ports import free_port, wait_for_port
-
-from orthonode.peers.orthanc import Orthanc, OrthancError
-from orthonode.peers.synthetic import (
+from support.peers.dcmtk import StoreSCP, association_config, dciodvfy, echoscu, storescu
+from support.peers.orthanc import Orthanc, OrthancError
+from support.peers.ports import free_port, wait_for_port
+from support.peers.synthetic import (
     SYNTHETIC_COMMENT,
     SYNTHETIC_PATIENT_NAME,
     dataset_bytes,

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.dcmtk import storescu
 from support.node import WorkerProcess, jobs_of
+from support.peers.dcmtk import storescu
 from support.services import rabbitmq_url, redis_url
 
 from orthonode.peers.synthetic import new_study_uid, radiograph, write_all

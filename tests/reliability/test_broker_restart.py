@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.dcmtk import storescu
 from support.node import NodeProcess, WorkerProcess, jobs_of
-from support.ports import free_port, wait_for_port
+from support.peers.dcmtk import storescu
+from support.peers.ports import free_port, wait_for_port
 from support.services import require_binary
 
 from orthonode.peers.synthetic import new_study_uid, radiograph, write_all

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE, _config
 from support.node import NodeProcess
-
-from orthonode.peers.synthetic import mr_series, new_study_uid, write_all
+from support.peers.synthetic import mr_series, new_study_uid, write_all
 
 pytestmark = pytest.mark.integration
 

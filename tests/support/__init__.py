@@ -2,13 +2,16 @@
 
 Modules:
 
-- ``support.ports``: free loopback ports and waiting for a listener (from ``orthonode.peers.ports``).
+- ``support.peers``: the peers and data the tests start, one family with the package's own
+  (``orthonode.peers``, which keeps what ``orthonode demo`` needs and is re-used here, never copied):
+
+  - ``support.peers.ports``: free loopback ports and waiting for a listener.
+  - ``support.peers.dcmtk``: wrappers around dcmtk's command-line tools, dicom3tools' ``dciodvfy`` and a
+    ``storescp`` receiver.
+  - ``support.peers.orthanc``: the package's throw-away Orthanc plus the REST calls only tests make.
+  - ``support.peers.synthetic``: SYNTHETIC MR series and Part 10 bytes, beside the package's radiograph
+    builders (re-exported).
 - ``support.services``: availability of real services (PostgreSQL, Redis, RabbitMQ, binaries); a missing
   service skips the test locally and fails it in CI.
-- ``support.dcmtk``: wrappers around dcmtk's command-line tools, dicom3tools' ``dciodvfy`` and a
-  ``storescp`` receiver.
 - ``support.node``: ``orthonode serve`` and ``orthonode worker`` as real processes.
-
-The throw-away Orthanc and the SYNTHETIC study builders live in the package (``orthonode.peers``),
-because the demo and the benchmarks use them too.
 """

@@ -22,8 +22,8 @@ from orthonode.index.models import (
     Study,
     StudyState,
 )
-from orthonode.peers.synthetic import dataset_bytes, new_study_uid, radiograph
 from orthonode.runtime import Runtime
+from support.peers.synthetic import dataset_bytes, new_study_uid, radiograph
 
 TOKEN = "s3cret-operator-token"
 

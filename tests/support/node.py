@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
-from support.ports import free_port
+from support.peers.ports import free_port
 
 START_TIMEOUT_S = 60.0
 

@@ -222,8 +222,9 @@ def test_bf16_autocast_covers_the_forward(tmp_path: Path, png_manifest: Path) ->
 
 
 def test_dicom_run_completes_and_exports(tmp_path: Path) -> None:
+    from support.peers.synthetic import mr_series, new_study_uid, radiograph, write_all
+
     from orthonode.inference.encoder import load_encoder
-    from orthonode.peers.synthetic import mr_series, new_study_uid, radiograph, write_all
 
     data = tmp_path / "dicom"
     xr = [

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from support.dcmtk import dciodvfy
+from support.peers.dcmtk import dciodvfy
 
 from orthonode.encode import codes as oc
 from orthonode.encode import sc as scm

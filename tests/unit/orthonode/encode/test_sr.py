@@ -14,7 +14,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from support.dcmtk import dciodvfy, dsrdump
+from support.peers.dcmtk import dciodvfy, dsrdump
 
 from conformance.validate import ACCEPTED_WARNINGS
 from orthonode.encode import codes as oc

@@ -15,6 +15,7 @@ from pydicom import Dataset, dcmread
 from pydicom.encaps import generate_frames
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
+from support.peers.synthetic import mr_series, new_study_uid, radiograph
 
 from orthonode.inference.loading import (
     MAX_SLICES,
@@ -24,7 +25,6 @@ from orthonode.inference.loading import (
     load_radiograph,
     load_volume,
 )
-from orthonode.peers.synthetic import mr_series, new_study_uid, radiograph
 
 DICOM_MSK = Path(__file__).resolve().parents[4].parent / "shared" / "data" / "dicom_msk"
 WG04 = DICOM_MSK / "wg04"

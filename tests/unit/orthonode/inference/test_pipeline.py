@@ -22,6 +22,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from support.peers import synthetic
 from support.runtime import isolated_settings
 
 from orthonode.completion.selection import Route, SeriesRole
@@ -38,7 +39,6 @@ from orthonode.inference.pipeline import (
 )
 from orthonode.inference.preprocess import fit_to_square
 from orthonode.inference.untrained import write_untrained_models
-from orthonode.peers import synthetic
 from orthonode.settings import Settings
 from orthonode.tasks.pipelines import Anatomy
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from sqlalchemy import update
-from support.dcmtk import StoreSCP
+from support.peers.dcmtk import StoreSCP
+from support.peers.synthetic import dataset_bytes, new_study_uid, radiograph
 from support.runtime import isolated_settings
 from support.services import require_binary
 
@@ -20,7 +21,6 @@ from orthonode.index import repository as repo
 from orthonode.index.db import transaction
 from orthonode.index.models import Delivery, DeliveryState, Job, JobState, Study, StudyState
 from orthonode.peers.ports import free_port
-from orthonode.peers.synthetic import dataset_bytes, new_study_uid, radiograph
 from orthonode.runtime import Runtime
 from orthonode.send import delivery
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from sqlalchemy import delete, func, select, update
+from support.peers import synthetic
 from support.runtime import isolated_settings, job_row
 
 from orthonode.completion.selection import route_study
@@ -26,7 +27,6 @@ from orthonode.index.db import transaction
 from orthonode.index.models import Delivery, DeliveryState, Job, JobState, Result, Study
 from orthonode.inference import pipeline
 from orthonode.inference.untrained import write_untrained_models
-from orthonode.peers import synthetic
 from orthonode.peers.ports import free_port
 from orthonode.runtime import Runtime
 from orthonode.worker.jobs import JobOutcome, run_job

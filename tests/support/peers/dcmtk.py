@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from support.ports import LOOPBACK, free_port, wait_for_port
+from support.peers.ports import LOOPBACK, free_port, wait_for_port
 from support.services import require_binary
 
 DCMTK_PACKAGE = "dcmtk"
