@@ -29,6 +29,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: What ``build_parser`` hands each ``_add_<command>`` to add its subcommand to.
+_Subcommands = argparse._SubParsersAction
+
 
 def _add_data(p: argparse.ArgumentParser, *, task: bool = True) -> None:
     p.add_argument(
@@ -66,15 +69,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the registered tasks")
+    for add in (_add_embed, _add_fit_command, _add_evaluate, _add_knn, _add_sweep, _add_export):
+        add(sub)
+    return parser
 
+
+def _add_embed(sub: _Subcommands) -> None:
+    """``heads embed``."""
     p = sub.add_parser("embed", help="compute and cache frozen encoder features")
     _add_data(p)
     p.add_argument("--splits", nargs="*", default=None, help="splits to embed (default: all)")
 
+
+def _add_fit_command(sub: _Subcommands) -> None:
+    """``heads fit`` (probe on cached features, or ``--finetune``)."""
     p = sub.add_parser("fit", help="train a head on cached features (or fine-tune with --finetune)")
     _add_data(p)
     _add_fit(p)
     p.add_argument("--version", default="1.0.0")
+    _add_finetune(p)
+    p.add_argument(
+        "--out", type=Path, required=True, help="run directory; the bundle goes in <out>/<task>-<ver>"
+    )
+
+
+def _add_finetune(p: argparse.ArgumentParser) -> None:
+    """The flags of ``heads fit --finetune``."""
     p.add_argument("--finetune", action="store_true", help="unfreeze the encoder (layer-wise lr decay)")
     p.add_argument("--layer-decay", type=float, default=0.75, help="fine-tuning: layer-wise lr decay")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="fine-tuning: linear lr warm-up")
@@ -114,10 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-epochs-this-call", type=int, default=None,
         help="fine-tuning: stop after N epochs (state saved in --out; run again to resume)",
     )  # fmt: skip
-    p.add_argument(
-        "--out", type=Path, required=True, help="run directory; the bundle goes in <out>/<task>-<ver>"
-    )
 
+
+def _add_evaluate(sub: _Subcommands) -> None:
+    """``heads evaluate``."""
     p = sub.add_parser("evaluate", help="score a bundle on a held-out split with bootstrap CIs")
     _add_data(p, task=False)
     p.add_argument("--bundle", type=Path, required=True)
@@ -126,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
 
+
+def _add_knn(sub: _Subcommands) -> None:
+    """``heads knn``."""
     p = sub.add_parser(
         "knn", help="weighted k-NN (DINO's) on frozen CLS features: train bank, held-out queries"
     )
@@ -137,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
 
+
+def _add_sweep(sub: _Subcommands) -> None:
+    """``heads sweep``."""
     p = sub.add_parser("sweep", help="label-efficiency sweep (12.5/25/50/100 %% of training patients)")
     _add_data(p)
     _add_fit(p)
@@ -146,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=200)
     p.add_argument("--out", type=Path, required=True)
 
+
+def _add_export(sub: _Subcommands) -> None:
+    """``heads export``."""
     p = sub.add_parser("export", help="install a bundle (with its metrics) into a models directory")
     p.add_argument("--bundle", type=Path, help="a bundle written by 'heads fit'")
     p.add_argument("--results", type=Path, help="results.json written by 'heads evaluate'")
@@ -159,7 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", type=Path, help="with --random")
     p.add_argument("--out", type=Path, required=True, help="models directory (e.g. <models>/heads)")
     p.add_argument("--overwrite", action="store_true")
-    return parser
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -301,12 +329,10 @@ def _finetune(
     from heads.finetune import FineTuneConfig, choose_tta, finetune
 
     ft = FineTuneConfig(
-        head=config.head, features=config.features, hparams=config.hparams, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, warmup_epochs=args.warmup_epochs,
-        layer_decay=args.layer_decay, weight_decay=args.weight_decay, drop_path=args.drop_path,
-        patience=args.patience, select=args.select, val_fraction=args.val_fraction,
-        class_weighting=args.class_weighting, augment=not args.no_augment, hflip=not args.no_hflip,
-        label_smoothing=args.label_smoothing, precision=args.precision, device=args.device, seed=args.seed,
+        **{**config.shared(), "batch_size": args.batch_size}, min_lr=args.min_lr,
+        warmup_epochs=args.warmup_epochs, layer_decay=args.layer_decay, drop_path=args.drop_path,
+        select=args.select, augment=not args.no_augment, hflip=not args.no_hflip,
+        label_smoothing=args.label_smoothing, precision=args.precision, device=args.device,
         carve_seed=args.carve_seed,
     )  # fmt: skip
     result = finetune(

@@ -45,8 +45,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from heads.config import HeadTraining
 from heads.datasets.base import Sample, carve_validation, load_sample, samples_digest
 from heads.features import Preprocessing, model_input
+from heads.finetune_optim import layer_decay_param_groups, lr_at, set_drop_path
 from heads.metrics import accuracy, quadratic_weighted_kappa
 from heads.train import class_weights
 from orthonode.inference.backbones import is_vit
@@ -69,31 +71,28 @@ __all__ = [
     "finetune",
     "layer_decay_param_groups",
     "lr_at",
+    "set_drop_path",
 ]
 
 STATE_FILE = "finetune_state.pt"
 
 
 @dataclass
-class FineTuneConfig:
-    """Hyper-parameters of fine-tuning (saved in the bundle card)."""
+class FineTuneConfig(HeadTraining):
+    """Hyper-parameters of fine-tuning (saved in the bundle card): the shared
+    :class:`~heads.config.HeadTraining` fields with fine-tuning's defaults, and the recipe's own."""
 
-    head: str = "linear"
-    features: str = "cls+meanpatch"
-    hparams: dict[str, Any] = field(default_factory=dict)
     epochs: int = 20
     batch_size: int = 32
     lr: float = 5e-4
+    weight_decay: float = 0.05
+    patience: int = 5
     min_lr: float = 1e-6
     warmup_epochs: float = 1.0
     layer_decay: float = 0.75
-    weight_decay: float = 0.05
     drop_path: float = 0.1
     clip_grad: float | None = 3.0
-    patience: int = 5
     select: str = "loss"  # loss | accuracy | qwk
-    val_fraction: float = 0.15
-    class_weighting: str = "balanced"
     augment: bool = True
     hflip: bool = True
     scale: tuple[float, float] = (0.8, 1.0)
@@ -102,7 +101,6 @@ class FineTuneConfig:
     label_smoothing: float = 0.0  # cross-entropy heads only (Szegedy et al. 2016)
     precision: str = "fp32"  # fp32 | bf16 | auto (bf16 autocast of the training forward where native)
     device: str = "auto"  # auto | cpu | cuda (orthonode.inference.device); not part of the resume identity
-    seed: int = 0
     #: Seed of the patient carve (``None``: ``seed``). Members of an ensemble trained with other seeds keep
     #: one carve, so that the carve can still choose among them (no member trained on it).
     carve_seed: int | None = None
@@ -144,96 +142,6 @@ class FineTuneResult:
     resumed_from_epoch: int = 0
     #: Scores of the kept model on the validation carve per test-time augmentation (``none``, ``hflip``).
     tta_carve: dict[str, dict[str, float]] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------- parameters
-
-
-#: Parameter-name prefixes of the input end of a backbone (layer 0): a ViT's tokens and patch embedding,
-#: an EfficientNet's stem convolution and BatchNorm, a ConvNeXt's stem.
-_STEM_PREFIXES = (
-    "cls_token", "reg_token", "pos_embed", "patch_embed", "mask_token", "conv_stem.", "bn1.", "stem.",
-)  # fmt: skip
-
-
-def _stages(backbone: nn.Module) -> nn.Module | None:
-    """The sequence the layer-wise decay counts: a ViT's ``blocks``, an EfficientNet's ``blocks`` (one
-    entry per stage), a ConvNeXt's ``stages``."""
-    return getattr(backbone, "blocks", None) or getattr(backbone, "stages", None)
-
-
-def _layer_id(name: str, depth: int) -> int:
-    if name.startswith(_STEM_PREFIXES):
-        return 0
-    if name.startswith(("blocks.", "stages.")):
-        return int(name.split(".")[1]) + 1
-    return depth + 1
-
-
-def _no_decay(name: str, param: Tensor) -> bool:
-    return param.ndim <= 1 or name.endswith(".bias") or "token" in name or "gamma" in name
-
-
-def layer_decay_param_groups(
-    backbone: nn.Module, head: nn.Module, *, lr: float, layer_decay: float, weight_decay: float
-) -> list[dict[str, Any]]:
-    """AdamW parameter groups with layer-wise lr decay (see the module docstring).
-
-    Every group carries ``lr_scale`` (its multiplier of the base lr), so a schedule can set
-    ``group["lr"] = lr_at(step) * group["lr_scale"]``.
-    """
-    blocks = _stages(backbone)
-    if blocks is None:
-        raise ValueError("the backbone has neither .blocks nor .stages (not a timm ViT or CNN)")
-    depth = len(blocks)  # type: ignore[arg-type]
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    named: list[tuple[str, Tensor, int]] = [
-        (n, p, _layer_id(n, depth)) for n, p in backbone.named_parameters()
-    ]
-    named += [(f"head.{n}", p, depth + 1) for n, p in head.named_parameters()]
-    for name, param, layer in named:
-        if not param.requires_grad:
-            continue
-        no_decay = _no_decay(name, param)
-        key = (layer, no_decay)
-        if key not in groups:
-            scale = layer_decay ** (depth + 1 - layer)
-            groups[key] = {
-                "params": [],
-                "names": [],
-                "lr": lr * scale,
-                "lr_scale": scale,
-                "weight_decay": 0.0 if no_decay else weight_decay,
-                "layer": layer,
-            }
-        groups[key]["params"].append(param)
-        groups[key]["names"].append(name)
-    return [groups[k] for k in sorted(groups)]
-
-
-def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
-    """Linear warm-up from 0 over ``warmup_steps``, then cosine decay from ``lr`` to ``min_lr``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    span = max(total_steps - warmup_steps, 1)
-    progress = min(max(step - warmup_steps, 0) / span, 1.0)
-    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
-_DROP_PATH_ATTRS = ("drop_path1", "drop_path2", "drop_path")
-
-
-def set_drop_path(backbone: nn.Module, rate: float) -> None:
-    """Stochastic depth on every residual branch of a timm ViT or CNN, rising linearly to ``rate`` over
-    the residual blocks in execution order (an EfficientNet's blocks nest inside its stages)."""
-    from timm.layers import DropPath
-
-    blocks = [m for m in backbone.modules() if any(hasattr(m, a) for a in _DROP_PATH_ATTRS)]
-    for index, block in enumerate(blocks):
-        block_rate = rate * index / max(len(blocks) - 1, 1)
-        for attr in ("drop_path1", "drop_path2", "drop_path"):
-            if hasattr(block, attr):
-                setattr(block, attr, DropPath(block_rate) if block_rate > 0 else nn.Identity())
 
 
 # ------------------------------------------------------------------------------------------ pixels
@@ -345,6 +253,45 @@ def finetune(
     """
     if task.input.kind != "radiograph":
         raise ValueError("full fine-tuning is implemented for single-radiograph tasks only")
+    run, carve = _set_up(encoder, task, train_samples, prep, config)
+    fingerprint = _fingerprint(config, train_samples, encoder, prep)
+    state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
+    selection = _Selection(best=_weights(run))
+    if state_path is not None and state_path.exists():
+        _resume(state_path, fingerprint, run, selection)
+        log.info("fine-tune %s: resumed after epoch %d", task.name, selection.epoch)
+    resumed_from = selection.epoch
+    while selection.epoch < config.epochs and not selection.stopped(config.patience):
+        if max_epochs_this_call is not None and selection.epoch - resumed_from >= max_epochs_this_call:
+            break
+        _run_epoch(run, task, carve, selection, progress)
+        if state_path is not None:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            _save_state(state_path, _resume_state(fingerprint, run, selection))
+    backbone, head = _kept_model(run, selection)
+    tta_carve = carve_tta_scores(encoder, backbone, head, carve.images, carve.labels, task, config)
+    return FineTuneResult(
+        backbone, head, config, selection.best_epoch, selection.history, n_train=len(run.train_x),
+        n_val=len(carve.labels), resumed_from_epoch=resumed_from, tta_carve=tta_carve,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- set-up
+
+
+@dataclass
+class _Carve:
+    """The validation carve of the training patients, decoded once: what selects the epoch."""
+
+    images: Tensor
+    labels: Tensor
+
+
+def _set_up(
+    encoder: Any, task: TaskSpec, train_samples: Sequence[Sample], prep: Preprocessing, config: FineTuneConfig
+) -> tuple[_EpochRun, _Carve]:
+    """Seed, carve, copy the backbone onto the device with a new head and its optimiser, decode the
+    images: everything an epoch and the selection work on."""
     torch.manual_seed(config.seed)
     train, val = carve_validation(train_samples, config.val_fraction, config.carve_seed_or_seed)
     if not val:
@@ -376,96 +323,16 @@ def finetune(
 
     started = time.perf_counter()
     train_x = decode_squares(train, prep)
-    val_x = decode_squares(val, prep)
-    val_y = torch.tensor([s.label for s in val])
+    carve = _Carve(decode_squares(val, prep), torch.tensor([s.label for s in val]))
     log.info(
         "fine-tune %s: %d train / %d validation images decoded in %.0f s",
         task.name, len(train), len(val), time.perf_counter() - started,
     )  # fmt: skip
-
-    fingerprint = _fingerprint(config, train_samples, encoder, prep)
-    state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
-    best_score, best_epoch, waited, start_epoch = -math.inf, 0, 0, 0
-    history: list[dict[str, float]] = []
-    best = (copy.deepcopy(backbone.state_dict()), copy.deepcopy(head.state_dict()))
-    if state_path is not None and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state["fingerprint"] != fingerprint:
-            raise ValueError(
-                f"{state_path} belongs to another fine-tuning run (configuration, samples or encoder "
-                "differ); use a new output directory"
-            )
-        backbone.load_state_dict(state["backbone"])
-        head.load_state_dict(state["head"])
-        optimiser.load_state_dict(state["optimiser"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        best = (state["best_backbone"], state["best_head"])
-        best_score, best_epoch, waited = state["best_score"], state["best_epoch"], state["waited"]
-        history, start_epoch = state["history"], state["epoch"]
-        log.info("fine-tune %s: resumed after epoch %d", task.name, start_epoch)
-    resumed_from = start_epoch
-
     run = _EpochRun(
         encoder, backbone, head, optimiser, generator, config, device, bf16, labels, weights, train_x,
         steps_per_epoch, total_steps, warmup_steps,
     )  # fmt: skip
-    epoch = start_epoch
-    stopped = waited >= config.patience
-    while epoch < config.epochs and not stopped:
-        if max_epochs_this_call is not None and epoch - resumed_from >= max_epochs_this_call:
-            break
-        tick = time.perf_counter()
-        total = _train_epoch(run, epoch, progress)
-        epoch += 1
-        record = _carve_record(run, task, epoch, total / len(train), val_x, val_y, tick)
-        val_loss = record["val_loss"]
-        history.append(record)
-        scores = {"loss": -val_loss, "accuracy": record["val_accuracy"], "qwk": record["val_qwk"]}
-        score = scores[config.select]
-        if score > best_score + 1e-9:
-            best_score, best_epoch, waited = score, epoch, 0
-            best = (copy.deepcopy(backbone.state_dict()), copy.deepcopy(head.state_dict()))
-        else:
-            waited += 1
-            stopped = waited >= config.patience
-        log.info(
-            "fine-tune %s epoch %d/%d: train loss %.4f, carve loss %.4f acc %.3f qwk %.3f (%.0f s)%s",
-            task.name, epoch, config.epochs, record["train_loss"], val_loss, record["val_accuracy"],
-            record["val_qwk"], record["seconds"], "  *best" if best_epoch == epoch else "",
-        )  # fmt: skip
-        if state_path is not None:
-            state_path.parent.mkdir(parents=True, exist_ok=True)
-            _save_state(
-                state_path,
-                {
-                    "fingerprint": fingerprint,
-                    "epoch": epoch,
-                    "backbone": backbone.state_dict(),
-                    "head": head.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "best_backbone": best[0],
-                    "best_head": best[1],
-                    "best_score": best_score,
-                    "best_epoch": best_epoch,
-                    "waited": waited,
-                    "history": history,
-                },
-            )
-    backbone.load_state_dict(best[0])
-    head.load_state_dict(best[1])
-    set_drop_path(backbone, 0.0)
-    backbone.eval()
-    head.eval()
-    if device.type != "cpu":  # results, exports and the node's heads live on the CPU
-        backbone, head = backbone.cpu(), head.cpu()
-    carve = carve_tta_scores(encoder, backbone, head, val_x, val_y, task, config)
-    return FineTuneResult(
-        backbone, head, config, best_epoch, history, n_train=len(train), n_val=len(val),
-        resumed_from_epoch=resumed_from, tta_carve=carve,
-    )  # fmt: skip
+    return run, carve
 
 
 @dataclass
@@ -540,6 +407,106 @@ def _carve_record(
         else float("nan"),
         "seconds": time.perf_counter() - tick,
     }
+
+
+# ---------------------------------------------------------------------------------------- selection
+
+
+@dataclass
+class _Selection:
+    """The epochs so far and the best of them by the ``select`` score (what the resume state keeps)."""
+
+    best: tuple[dict[str, Any], dict[str, Any]]  # backbone and head weights of the best epoch
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    waited: int = 0  # epochs since the best one
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch: int = 0  # the last finished epoch
+
+    def stopped(self, patience: int) -> bool:
+        return self.waited >= patience
+
+
+def _weights(run: _EpochRun) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Copies of the backbone's and the head's weights now."""
+    return copy.deepcopy(run.backbone.state_dict()), copy.deepcopy(run.head.state_dict())
+
+
+def _run_epoch(run: _EpochRun, task: TaskSpec, carve: _Carve, selection: _Selection, progress: bool) -> None:
+    """Train one epoch, score it on the carve, and keep its weights when its ``select`` score is the best."""
+    config = run.config
+    tick = time.perf_counter()
+    total = _train_epoch(run, selection.epoch, progress)
+    selection.epoch += 1
+    epoch = selection.epoch
+    record = _carve_record(run, task, epoch, total / len(run.train_x), carve.images, carve.labels, tick)
+    val_loss = record["val_loss"]
+    selection.history.append(record)
+    scores = {"loss": -val_loss, "accuracy": record["val_accuracy"], "qwk": record["val_qwk"]}
+    score = scores[config.select]
+    if score > selection.best_score + 1e-9:
+        selection.best_score, selection.best_epoch, selection.waited = score, epoch, 0
+        selection.best = _weights(run)
+    else:
+        selection.waited += 1
+    log.info(
+        "fine-tune %s epoch %d/%d: train loss %.4f, carve loss %.4f acc %.3f qwk %.3f (%.0f s)%s",
+        task.name, epoch, config.epochs, record["train_loss"], val_loss, record["val_accuracy"],
+        record["val_qwk"], record["seconds"], "  *best" if selection.best_epoch == epoch else "",
+    )  # fmt: skip
+
+
+def _resume_state(fingerprint: str, run: _EpochRun, selection: _Selection) -> dict[str, Any]:
+    """The full state after an epoch (``finetune_state.pt``): weights, optimiser, RNG and selection."""
+    return {
+        "fingerprint": fingerprint,
+        "epoch": selection.epoch,
+        "backbone": run.backbone.state_dict(),
+        "head": run.head.state_dict(),
+        "optimiser": run.optimiser.state_dict(),
+        "generator": run.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "best_backbone": selection.best[0],
+        "best_head": selection.best[1],
+        "best_score": selection.best_score,
+        "best_epoch": selection.best_epoch,
+        "waited": selection.waited,
+        "history": selection.history,
+    }
+
+
+def _resume(state_path: Path, fingerprint: str, run: _EpochRun, selection: _Selection) -> None:
+    """Load what :func:`_resume_state` saved into ``run`` and ``selection``; another run's is an error."""
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    if state["fingerprint"] != fingerprint:
+        raise ValueError(
+            f"{state_path} belongs to another fine-tuning run (configuration, samples or encoder "
+            "differ); use a new output directory"
+        )
+    run.backbone.load_state_dict(state["backbone"])
+    run.head.load_state_dict(state["head"])
+    run.optimiser.load_state_dict(state["optimiser"])
+    run.generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    selection.best = (state["best_backbone"], state["best_head"])
+    selection.best_score, selection.best_epoch = state["best_score"], state["best_epoch"]
+    selection.waited, selection.history, selection.epoch = state["waited"], state["history"], state["epoch"]
+
+
+# ---------------------------------------------------------------------------------------- export
+
+
+def _kept_model(run: _EpochRun, selection: _Selection) -> tuple[nn.Module, Head]:
+    """The best epoch's backbone and head, without stochastic depth, in eval mode, on the CPU."""
+    backbone, head = run.backbone, run.head
+    backbone.load_state_dict(selection.best[0])
+    head.load_state_dict(selection.best[1])
+    set_drop_path(backbone, 0.0)
+    backbone.eval()
+    head.eval()
+    if run.device.type != "cpu":  # results, exports and the node's heads live on the CPU
+        backbone, head = backbone.cpu(), head.cpu()
+    return backbone, head
 
 
 def carve_tta_scores(

@@ -13,13 +13,13 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from heads.config import HeadTraining
 from heads.datasets.base import Sample, carve_validation
 from heads.features import FeatureSet
 from orthonode.tasks.modules import Head, build_head
@@ -29,23 +29,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class FitConfig:
-    """Hyper-parameters of head training (saved in the bundle card)."""
-
-    head: str = "linear"  # linear | mlp | ordinal | attention
-    features: str = "cls+meanpatch"  # cls | cls+meanpatch
-    hparams: dict[str, Any] = field(default_factory=dict)  # head constructor arguments
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 10
-    val_fraction: float = 0.15
-    class_weighting: str = "balanced"  # balanced | none
-    seed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+class FitConfig(HeadTraining):
+    """Hyper-parameters of head training on cached features (saved in the bundle card): the shared
+    :class:`~heads.config.HeadTraining` fields with their defaults."""
 
 
 @dataclass
