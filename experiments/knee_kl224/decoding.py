@@ -10,19 +10,20 @@ place to choose a decoder; val is read once, after the choice.
 
 Decoders (the grade is ordinal, so a probability vector can be read in more than one way):
 
-* ``argmax``: the most probable grade (what the node reports today);
+* ``argmax``: the most probable grade (what the node reported before 2.3.0);
+* ``median``: the smallest grade whose cumulative probability reaches 0.5 (minimises absolute error);
 * ``expected``: the expected grade sum_k k p_k, rounded to the nearest grade (cross-entropy with
-  expected-grade decoding; minimises squared error, which is what QWK weighs);
-* ``median``: the smallest grade whose cumulative probability reaches 0.5 (minimises absolute error).
+  expected-grade decoding; minimises squared error, which is what QWK weighs).
 
 The rule, fixed before any number below was seen: among the decoders whose carve accuracy is at most one
-point below argmax's, the one with the highest carve QWK; ties go to the simpler (the order above).
+point below argmax's, the one with the highest carve QWK; ties go to the first in the order above.
 Metrics on val carry patient-bootstrap 95% CIs (``heads.evaluate``), computed on the decoded grades.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -34,30 +35,16 @@ from heads.datasets.base import carve_validation
 from heads.datasets.chen_kl import load_chen_kl
 from heads.evaluate import evaluate_probabilities
 from heads.metrics import accuracy, mean_absolute_error, quadratic_weighted_kappa
+from orthonode.tasks.decoding import DECODINGS, decode
 from orthonode.tasks.registry import get_task
 
 TASK = get_task("kl_grade")
 DEFAULT = Path("orthonode/models/default")
 
 
-def argmax(probs: np.ndarray) -> np.ndarray:
-    return probs.argmax(axis=1)
-
-
-def expected(probs: np.ndarray) -> np.ndarray:
-    grades = np.arange(probs.shape[1])
-    return np.clip(np.rint(probs @ grades), 0, probs.shape[1] - 1).astype(np.int64)
-
-
-def median(probs: np.ndarray) -> np.ndarray:
-    return (np.cumsum(probs, axis=1) >= 0.5).argmax(axis=1)
-
-
 DECODERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "argmax": argmax,
-    "expected": expected,
-    "median": median,
-}
+    rule: functools.partial(decode, rule=rule) for rule in DECODINGS
+}  # the node's own rules (orthonode.tasks.decoding), in order: argmax, median, expected
 
 
 def score(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from orthonode.tasks import tta
 from orthonode.tasks.bundle import CARD_FILE, BundleError, HeadCard, load_bundle, read_card
+from orthonode.tasks.decoding import decode
 from orthonode.tasks.modules import Head, compose_features
 from orthonode.tasks.pipelines import pipeline_spec
 
@@ -112,6 +113,16 @@ class InstalledHead:
             raise BundleError(f"{self.card.dirname}: test-time augmentation {self.card.input.tta} needs the "
                               "mirrored images' features")  # fmt: skip
         return tta.combine([self.predict_array(output), self.predict_array(mirrored)])
+
+    def decide(self, probabilities: np.ndarray) -> int:
+        """The class the node reports for one probability vector ``[K]``: for a binary task the positive
+        class when ``p(positive)`` reaches the card's ``positive`` threshold (as ``heads evaluate`` scores
+        it), else the card's decoding rule (:mod:`orthonode.tasks.decoding`)."""
+        p = np.asarray(probabilities, dtype=np.float64)
+        threshold = self.card.thresholds.get("positive")
+        if self.card.head.num_classes == 2 and threshold is not None:
+            return int(p[1] >= threshold)
+        return int(decode(p, self.card.head.decode))
 
     @torch.no_grad()
     def class_activation(self, output: Any, label: int) -> np.ndarray | None:

@@ -246,7 +246,7 @@ def _radiograph_route(
             by_side[view.side].append(i)
         for side, members in sorted(by_side.items(), key=lambda kv: kv[0] or ""):
             mean = probs[members].mean(axis=0)
-            label = int(mean.argmax())
+            label = head.decide(mean)
             key = max(members, key=lambda i: probs[i, label])
             view = views[key]
             # A CNN's overlay is the class activation of the reported grade (its pooled vector is the mean
@@ -368,7 +368,7 @@ def _finding(
 ) -> Finding:
     codes = head.card.codes
     values = [Code(*triple) for triple in codes.values]
-    label = int(np.argmax(probabilities))
+    label = head.decide(probabilities)
     return Finding(
         task=head.task,
         title=head.card.title,

@@ -7,7 +7,8 @@ A bundle is a directory ``<task>-<version>/`` holding
 * ``head.json``: the :class:`HeadCard` (format ``orthonode-head/1``; unknown keys are an error): the
   task, its labels and codes (``[value, scheme, meaning]``, from ``orthonode.encode.codes``), decision
   thresholds, the input spec (image size, features ``cls`` | ``cls+meanpatch``, slice count / strategy
-  for MRI), the head kind and hyper-parameters, the fingerprint and name of the encoder it was trained
+  for MRI), the head kind and hyper-parameters, the decoding rule (``argmax`` | ``median`` |
+  ``expected``, :mod:`orthonode.tasks.decoding`), the fingerprint and name of the encoder it was trained
   on, ``trained``, and its metrics with CIs and the data they were computed on.
 
 :func:`load_bundle` refuses a bundle trained on another encoder (:class:`EncoderMismatchError` names
@@ -33,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from orthonode.errors import OrthonodeError
 from orthonode.inference.layout import HEAD_CARD_FILE
 from orthonode.inference.preprocess import SliceStrategy
+from orthonode.tasks.decoding import Decoding, check_decoding
 from orthonode.tasks.modules import (
     FEATURE_MODES,
     HEAD_KINDS,
@@ -91,6 +93,8 @@ class HeadModel(_Strict):
     num_classes: int = Field(ge=2)
     hparams: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)  # fit configuration, epochs, data summary
+    #: How its probabilities become the reported class (:mod:`orthonode.tasks.decoding`).
+    decode: Decoding = "argmax"
 
 
 class EncoderRef(_Strict):
@@ -179,6 +183,7 @@ def make_card(
     metrics: dict[str, dict[str, Any]] | None = None,
     evaluated_on: dict[str, Any] | None = None,
     tta: str = "none",
+    decode: str = "argmax",
 ) -> HeadCard:
     """The card of ``head`` for ``task`` (labels and codes from the registry; checked against the head)."""
     if head.num_classes != task.num_classes:
@@ -186,6 +191,10 @@ def make_card(
     if features not in FEATURE_MODES:
         raise BundleError(f"unknown feature mode {features!r}")
     slice_input = task.input.kind == "mri_slices"
+    try:
+        rule = check_decoding(decode, ordinal=task.ordinal)
+    except ValueError as exc:
+        raise BundleError(f"{task.name}: {exc}") from exc
     if slice_input and tta != "none":
         raise BundleError(f"{task.name}: test-time augmentation applies to radiograph heads only")
     if trained:
@@ -224,6 +233,7 @@ def make_card(
             num_classes=head.num_classes,
             hparams=head.hparams(),
             training=dict(training or {}),
+            decode=rule,
         ),
         version=version,
         encoder=EncoderRef(fingerprint=encoder_fingerprint, name=encoder_name),
@@ -302,6 +312,10 @@ def load_bundle(directory: Path, *, encoder_fingerprint: str | None = None) -> L
         raise BundleError(
             f"{directory.name}: labels/codes do not match the head's {card.head.num_classes} classes"
         )
+    try:
+        check_decoding(card.head.decode, ordinal=get_task(card.task).ordinal)
+    except (KeyError, ValueError) as exc:
+        raise BundleError(f"{directory.name}: {exc}") from exc
     head = build_from_card(card)
     try:
         state = load_file(str(directory / WEIGHTS_FILE))
