@@ -95,7 +95,7 @@ def _share_metrics(settings: Settings, *, fresh: bool) -> None:
 
 
 def _status(settings: Settings, as_json: bool, limit: int) -> int:
-    from orthonode.index import repository
+    from orthonode.index import reads
     from orthonode.index.db import transaction
     from orthonode.runtime import Runtime
 
@@ -103,7 +103,7 @@ def _status(settings: Settings, as_json: bool, limit: int) -> int:
     try:
         rt.require_current_schema()
         with transaction(rt.sessions) as session:
-            snap = repository.status_snapshot(session, limit=limit)
+            snap = reads.status_snapshot(session, limit=limit)
     finally:
         rt.close()
     if as_json:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from orthonode.index import repository
+from orthonode.index import reads
 from orthonode.index.db import transaction
 from orthonode.logging import configure as configure_logging
 from orthonode.peers.orthanc import Orthanc, OrthancError
@@ -198,7 +198,7 @@ def _follow(node: object, uid: str, start: float) -> int:
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         with transaction(node.rt.sessions) as session:
-            snap = repository.status_snapshot(session, limit=20)
+            snap = reads.status_snapshot(session, limit=20)
         study = next((s for s in snap["studies"] if s["study_uid"] == uid), None)
         jobs = [j for j in snap["jobs"] if j["study_uid"] == uid]
         job_ids = {j["id"] for j in jobs}

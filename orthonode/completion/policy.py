@@ -14,7 +14,7 @@ and force timeouts) and Orthanc (StableAge) do:
 periods are measured from the later of the last arrival and ``listening_since`` (when the receiver that
 decides started listening): a PACS that resends after a crash is not overtaken by a report on the part
 that arrived before it. (A resent identical instance also counts as an arrival: see
-``orthonode.index.repository.record_instance``.)
+``orthonode.index.studies.record_instance``.)
 
 No I/O and no clock of its own: the sweeper passes ``now``; tests pass a fixed one.
 """

@@ -22,9 +22,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from orthonode import metrics
-from orthonode.completion.policy import Action, CompletionRules, decide
+from orthonode.completion.policy import Action, CompletionRules, SeriesTiming, StudyTiming, decide
 from orthonode.completion.selection import RoutingDecision, SeriesFacts, StudyFacts, route_study
-from orthonode.index import repository
+from orthonode.index import deliveries, studies
+from orthonode.index import jobs as job_rows
 from orthonode.index.db import transaction
 from orthonode.index.models import Series, Study, StudyState, utcnow
 from orthonode.logging import job_context
@@ -56,7 +57,7 @@ def series_facts(session: Session, series: Series) -> SeriesFacts:
             (str(c[0]), str(c[1]), str(c[2])) for c in (series.anatomic_region or [])
         ),
         laterality=series.laterality,
-        image_lateralities=repository.image_lateralities(session, series.id),
+        image_lateralities=studies.image_lateralities(session, series.id),
         image_orientation=tuple(series.image_orientation) if series.image_orientation else None,
         scanning_sequence=series.scanning_sequence,
         sequence_name=series.sequence_name,
@@ -68,7 +69,21 @@ def study_facts(session: Session, study: Study) -> StudyFacts:
     return StudyFacts(
         study_uid=study.study_uid,
         study_description=study.study_description,
-        series=tuple(series_facts(session, s) for s in repository.study_series(session, study)),
+        series=tuple(series_facts(session, s) for s in studies.study_series(session, study)),
+    )
+
+
+def study_timing(session: Session, study: Study) -> StudyTiming:
+    """The completion policy's input: the arrival times of the study's current version."""
+    return StudyTiming(
+        study_uid=study.study_uid,
+        version=study.version,
+        version_started_at=study.version_started_at,
+        last_received_at=study.last_received_at,
+        series=tuple(
+            SeriesTiming(t.series_uid, t.first_received_at, t.last_received_at)
+            for t in studies.series_times(session, study)
+        ),
     )
 
 
@@ -117,7 +132,7 @@ class Sweeper:
         }
         now = self.clock()
         with transaction(self.rt.sessions) as session:
-            candidates = repository.studies_to_check(
+            candidates = studies.studies_to_check(
                 session,
                 quiet_before=now - min(self.rules.series_quiet, self.rules.study_quiet),
                 started_before=now - self.rules.force_after,
@@ -130,7 +145,7 @@ class Sweeper:
                 metrics.STUDIES_COMPLETED.labels(outcome=outcome).inc()
         counts["enqueued"] = self.hand_over_jobs()
         with transaction(self.rt.sessions) as session:
-            expired = repository.expire_leases(
+            expired = job_rows.expire_leases(
                 session, now=self.clock(), max_attempts=self.rt.settings.job_max_attempts
             )
         for job_id in expired:
@@ -142,25 +157,25 @@ class Sweeper:
     def _decide_study(self, study_id: int) -> str | None:
         now = self.clock()
         with transaction(self.rt.sessions) as session:
-            study = repository.lock_study(session, study_id)
+            study = studies.lock_study(session, study_id)
             if study is None or study.state != StudyState.RECEIVING:
                 return None
             decision = decide(
-                repository.study_timing(session, study), now, self.rules, listening_since=self.listening_since
+                study_timing(session, study), now, self.rules, listening_since=self.listening_since
             )
             if decision.action is Action.WAIT:
                 if decision.forced:
                     log.debug("study %s: %s", study.study_uid, decision.reason)
                 return None
             if decision.action is Action.DISCARD:
-                repository.close_study(session, study, StudyState.DISCARDED, decision.reason, now)
+                studies.close_study(session, study, StudyState.DISCARDED, decision.reason, now)
                 log.warning(
                     "study %s version %d discarded: %s", study.study_uid, study.version, decision.reason
                 )
                 return "discarded"
             routing = route_study(study_facts(session, study))
             if not routing.routed:
-                repository.close_study(session, study, StudyState.NOT_ROUTED, routing.reason, now)
+                studies.close_study(session, study, StudyState.NOT_ROUTED, routing.reason, now)
                 log.info(
                     "study %s version %d complete, %s",
                     study.study_uid,
@@ -169,7 +184,7 @@ class Sweeper:
                 )
                 return "not_routed"
             anatomy, laterality = _summary(routing)
-            job = repository.create_job(
+            job = job_rows.create(
                 session,
                 study,
                 routes=routes_json(routing),
@@ -192,10 +207,10 @@ class Sweeper:
 
     def hand_over_jobs(self) -> int:
         """PENDING jobs to the broker, and QUEUED ones no worker claimed within ``job_lease_seconds``
-        (the broker lost them: ``repository.take_jobs_to_enqueue``)."""
+        (the broker lost them: ``orthonode.index.jobs.take_to_enqueue``)."""
         settings = self.rt.settings
         with transaction(self.rt.sessions) as session:
-            job_ids = repository.take_jobs_to_enqueue(
+            job_ids = job_rows.take_to_enqueue(
                 session,
                 now=self.clock(),
                 retry_after=timedelta(seconds=settings.enqueue_retry_seconds),
@@ -210,7 +225,7 @@ class Sweeper:
                     log.warning("could not hand the job to the broker (%s); will retry", exc)
                     continue
                 with transaction(self.rt.sessions) as session:
-                    repository.mark_enqueued(session, job_id, self.clock())
+                    job_rows.mark_enqueued(session, job_id, self.clock())
                 handed += 1
         return handed
 
@@ -222,7 +237,7 @@ class Sweeper:
             return 0
         now = self.clock()
         with transaction(self.rt.sessions) as session:
-            due = repository.due_deliveries(session, now=now, limit=500)
+            due = deliveries.due(session, now=now, limit=500)
         recent = now - timedelta(seconds=self.rt.settings.enqueue_retry_seconds)
         self._delivery_handed = {j: t for j, t in self._delivery_handed.items() if t > recent}
         handed = 0

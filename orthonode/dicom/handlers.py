@@ -23,9 +23,10 @@ from orthonode.dicom.contexts import StoreStatus
 from orthonode.dicom.header import read_header
 from orthonode.dicom.storage import InstanceStore, file_sha256
 from orthonode.errors import RejectedInstance
-from orthonode.index import repository
+from orthonode.index import studies
 from orthonode.index.db import transaction
 from orthonode.index.models import utcnow
+from orthonode.index.studies import InstanceRefused, RecordOutcome, Refusal, StoredCopy
 from orthonode.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,19 @@ def _known_sha256(known: tuple[Future[str], int] | None, size: int) -> str | Non
     except Exception:  # the transfer's hashing failed: the handler reads the file instead
         log.debug("no digest from the transfer", exc_info=True)
         return None
+
+
+#: What the C-STORE answers when the index refuses an instance, and whether the bytes are quarantined.
+REFUSAL_STATUS: dict[Refusal, tuple[StoreStatus, bool]] = {
+    Refusal.STUDY_FULL: (StoreStatus.STUDY_TOO_LARGE, False),
+    Refusal.SERIES_OF_ANOTHER_STUDY: (StoreStatus.IDENTIFIER_MISMATCH, True),
+}
+
+
+def rejected(refused: InstanceRefused) -> RejectedInstance:
+    """The named C-STORE status (PS3.4 B.2.3) for an instance the index refuses."""
+    code, quarantine = REFUSAL_STATUS[refused.refusal]
+    return RejectedInstance(code, refused.detail, quarantine=quarantine)
 
 
 def _wait_quietly(future: Future[None]) -> None:
@@ -154,19 +168,21 @@ class StoreHandlers:
         stored = self.store.commit(received, rel_path, sha256, size)
         try:
             with transaction(self.sessions) as session:
-                recorded = repository.record_instance(
+                recorded = studies.record_instance(
                     session,
                     header,
-                    stored,
+                    StoredCopy(stored.rel_path, stored.sha256, stored.size),
                     calling_aet=str(event.assoc.requestor.ae_title),
                     now=self.clock(),
                     max_instances_per_study=self.settings.max_instances_per_study,
                 )
-        except Exception:
+        except Exception as exc:
             if not stored.already_present:
                 self.store.remove(rel_path)
+            if isinstance(exc, InstanceRefused):
+                raise rejected(exc) from exc
             raise
-        if recorded.outcome is repository.RecordOutcome.NEW_REVISION:
+        if recorded.outcome is RecordOutcome.NEW_REVISION:
             log.warning(
                 "instance %s received again with different content: kept as revision %d (study %s)",
                 header.sop_instance_uid,

@@ -73,14 +73,25 @@ def _alembic_config() -> Config:
     return cfg
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent; safe with concurrent callers)."""
+def upgrade(engine: Engine, target: str = "head") -> None:
+    """Bring the schema to ``target``, the newest migration by default (idempotent; safe with concurrent
+    callers)."""
     cfg = _alembic_config()
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, target)
+
+
+def downgrade(engine: Engine, target: str) -> None:
+    """Take the schema back to the migration ``target`` (an operator's way back to an older node)."""
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, target)
 
 
 def current_revision(engine: Engine) -> str | None:

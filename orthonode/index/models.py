@@ -160,11 +160,11 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column()
     enqueued_at: Mapped[datetime | None] = mapped_column()  # last hand-over to the broker
-    run_after: Mapped[datetime | None] = mapped_column()  # retry backoff: not handed over before this
+    next_attempt_at: Mapped[datetime | None] = mapped_column()  # retry backoff: not handed over before this
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     lease_until: Mapped[datetime | None] = mapped_column()
-    worker: Mapped[str | None] = mapped_column(String(128))
+    holder: Mapped[str | None] = mapped_column(String(128))  # the attempt running it (index.leases)
     detail: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
 
@@ -206,5 +206,5 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column()
-    holder: Mapped[str | None] = mapped_column(String(128))  # the attempt sending it (see claim_delivery)
+    holder: Mapped[str | None] = mapped_column(String(128))  # the attempt sending it (index.leases)
     lease_until: Mapped[datetime | None] = mapped_column()

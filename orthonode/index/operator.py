@@ -25,7 +25,7 @@ def retry_job(session: Session, job_id: int, now: datetime) -> bool:
             state=JobState.PENDING,
             attempts=0,
             enqueued_at=None,
-            run_after=None,
+            next_attempt_at=None,
             finished_at=None,
             updated_at=now,
         )

@@ -161,8 +161,8 @@ def _holder(holder: str) -> tuple[str, int] | None:
 
 def _workers(session: Session, now: datetime, window: timedelta) -> tuple[WorkerSeen, ...]:
     rows = session.execute(
-        select(Job.worker, Job.state, Job.id, Job.updated_at).where(
-            Job.worker.is_not(None), Job.updated_at >= now - window
+        select(Job.holder, Job.state, Job.id, Job.updated_at).where(
+            Job.holder.is_not(None), Job.updated_at >= now - window
         )
     ).all()
     seen: dict[tuple[str, int], WorkerSeen] = {}
@@ -385,3 +385,64 @@ def result_file(session: Session, result_id: int) -> ResultFile | None:
     if row is None or not row.rel_path:
         return None
     return ResultFile(row.job_id, row.kind, row.rel_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Status (operators, `orthonode status`)
+# --------------------------------------------------------------------------------------------------
+def status_snapshot(session: Session, *, limit: int = 200) -> dict[str, list[dict[str, Any]]]:
+    """The newest studies, jobs and deliveries as plain JSON values (``orthonode status --json``)."""
+    studies = (
+        session.execute(select(Study).order_by(Study.last_received_at.desc()).limit(limit)).scalars().all()
+    )
+    jobs = session.execute(
+        select(Job, Study.study_uid)
+        .join(Study, Study.id == Job.study_id)
+        .order_by(Job.id.desc())
+        .limit(limit)
+    ).all()
+    deliveries = session.execute(select(Delivery).order_by(Delivery.id.desc()).limit(limit)).scalars().all()
+    results = {
+        r[0]: r[1] for r in session.execute(select(Result.job_id, func.count()).group_by(Result.job_id))
+    }
+    return {
+        "studies": [
+            {
+                "study_uid": s.study_uid,
+                "version": s.version,
+                "instances": s.instance_count,
+                "series": len(s.series),
+                "state": s.state,
+                "anatomy": s.anatomy,
+                "laterality": s.laterality,
+                "reason": s.route_reason,
+                "last_received_at": s.last_received_at.isoformat(),
+            }
+            for s in studies
+        ],
+        "jobs": [
+            {
+                "id": j.id,
+                "study_uid": uid,
+                "study_version": j.study_version,
+                "state": j.state,
+                "attempts": j.attempts,
+                "results": results.get(j.id, 0),
+                "detail": j.detail,
+                "error": j.error,
+                "updated_at": j.updated_at.isoformat(),
+            }
+            for j, uid in jobs
+        ],
+        "deliveries": [
+            {
+                "job_id": d.job_id,
+                "destination": d.destination,
+                "state": d.state,
+                "attempts": d.attempts,
+                "next_attempt_at": d.next_attempt_at.isoformat() if d.next_attempt_at else None,
+                "error": d.last_error,
+            }
+            for d in deliveries
+        ],
+    }

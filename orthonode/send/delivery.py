@@ -24,8 +24,10 @@ from pathlib import Path
 
 from orthonode import metrics
 from orthonode.dicom.scu import Peer, send_files
-from orthonode.index import repository
+from orthonode.index import deliveries
+from orthonode.index import jobs as job_rows
 from orthonode.index.db import transaction
+from orthonode.index.leases import Release
 from orthonode.index.models import DeliveryState, utcnow
 from orthonode.retries import attempt_holder, backoff
 from orthonode.runtime import Runtime
@@ -73,7 +75,7 @@ def attempt_delivery(rt: Runtime, delivery_id: int) -> DeliveryOutcome:
     settings = rt.settings
     holder = attempt_holder()
     with transaction(rt.sessions) as session:
-        delivery = repository.claim_delivery(
+        delivery = deliveries.claim(
             session,
             delivery_id,
             holder=holder,
@@ -83,23 +85,14 @@ def attempt_delivery(rt: Runtime, delivery_id: int) -> DeliveryOutcome:
         if delivery is None:
             return DeliveryOutcome(delivery_id, "?", "skipped")
         name, job_id, attempt = delivery.destination, delivery.job_id, delivery.attempts
-        files = [rt.store.absolute(r.rel_path) for r in repository.job_results(session, job_id)]
+        files = [rt.store.absolute(r.rel_path) for r in job_rows.results(session, job_id)]
     error = _send(rt, name, files)
     retry_after = None
     if error is not None:
         retry_after = backoff(
             attempt, base=settings.delivery_backoff_seconds, cap=settings.delivery_backoff_cap_seconds
         )
-    with transaction(rt.sessions) as session:
-        state = repository.finish_delivery(
-            session,
-            delivery_id,
-            holder=holder,
-            now=utcnow(),
-            error=error,
-            retry_after=retry_after,
-            max_attempts=settings.delivery_max_attempts,
-        )
+    state = _record_attempt(rt, delivery_id, holder, error, retry_after)
     if state is not None:
         outcome = "sent" if error is None else _outcome(state)
         metrics.DELIVERIES.labels(destination=name, outcome=outcome).inc()
@@ -108,7 +101,7 @@ def attempt_delivery(rt: Runtime, delivery_id: int) -> DeliveryOutcome:
         return DeliveryOutcome(delivery_id, name, "skipped", error)
     if error is None:
         log.info("job %d: %d result(s) delivered to %s", job_id, len(files), name)
-    elif state == "failed":
+    elif state == DeliveryState.FAILED:
         log.error("job %d: delivery to %s failed after %d attempts: %s", job_id, name, attempt, error)
     else:
         assert retry_after is not None
@@ -121,6 +114,28 @@ def attempt_delivery(rt: Runtime, delivery_id: int) -> DeliveryOutcome:
             retry_after.total_seconds(),
         )
     return DeliveryOutcome(delivery_id, name, state, error)
+
+
+def _record_attempt(
+    rt: Runtime, delivery_id: int, holder: str, error: str | None, retry_after: timedelta | None
+) -> str | None:
+    """The attempt's outcome in the index: SENT (no error), PENDING again after ``retry_after``, or
+    FAILED when the attempts are used up. Returns the new state, or None if ``holder`` no longer holds
+    the delivery."""
+    with transaction(rt.sessions) as session:
+        if error is None:
+            sent = deliveries.finish(session, delivery_id, holder=holder, now=utcnow())
+            return DeliveryState.SENT if sent else None
+        released = deliveries.fail(
+            session,
+            delivery_id,
+            holder=holder,
+            error=error,
+            now=utcnow(),
+            retry_after=retry_after,
+            max_attempts=rt.settings.delivery_max_attempts,
+        )
+    return released.state if released.outcome in (Release.RETRY, Release.FAILED) else None
 
 
 def _outcome(state: str) -> str:
@@ -155,5 +170,5 @@ def _send(rt: Runtime, name: str, files: list[Path]) -> str | None:
 def deliver_job(rt: Runtime, job_id: int) -> list[DeliveryOutcome]:
     """Attempt every due delivery of one job (called right after the job and by the retry task)."""
     with transaction(rt.sessions) as session:
-        due = repository.due_deliveries(session, now=utcnow(), job_id=job_id)
+        due = deliveries.due(session, now=utcnow(), job_id=job_id)
     return [attempt_delivery(rt, d) for d, _ in due]

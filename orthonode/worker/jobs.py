@@ -1,9 +1,9 @@
 """Running one job: claim it, do the work, record the outcome. Safe under duplicate delivery.
 
-A job is claimed with a lease in the index (``claim_job``); a second delivery of the same message finds
-it running or done and returns. Transient failures go back to PENDING with exponential backoff (the
-sweeper hands them to the broker again when due); permanent ones end FAILED with the reason, which
-``orthonode retry JOB`` can reset.
+A job is claimed with a lease in the index (``orthonode.index.jobs.claim``); a second delivery of the
+same message finds it running or done and returns. Transient failures go back to PENDING with
+exponential backoff (the sweeper hands them to the broker again when due); permanent ones end FAILED
+with the reason, which ``orthonode retry JOB`` can reset.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from orthonode import metrics
 from orthonode.completion.selection import Route
 from orthonode.encode.outputs import build_outputs
 from orthonode.errors import PermanentJobError, TransientError
-from orthonode.index import repository
+from orthonode.index import jobs as job_rows
 from orthonode.index.db import transaction
+from orthonode.index.leases import Release
 from orthonode.index.models import Job, utcnow
 from orthonode.inference import pipeline
 from orthonode.inference.findings import Finding
@@ -57,10 +58,10 @@ def _attempt(rt: Runtime, job_id: int) -> JobOutcome:
     holder = attempt_holder()
     with job_context(job_id):
         with transaction(rt.sessions) as session:
-            job = repository.claim_job(
+            job = job_rows.claim(
                 session,
                 job_id,
-                worker=holder,
+                holder=holder,
                 now=utcnow(),
                 lease=timedelta(seconds=settings.job_lease_seconds),
             )
@@ -78,7 +79,7 @@ def _attempt(rt: Runtime, job_id: int) -> JobOutcome:
                 log.exception("job failed with an unexpected error")
             return _record_failure(rt, job_id, holder, f"{type(exc).__name__}: {exc}", None)
         with transaction(rt.sessions) as session:
-            finished = repository.finish_job(session, job_id, worker=holder, detail=detail, now=utcnow())
+            finished = job_rows.finish(session, job_id, holder=holder, now=utcnow(), detail=detail)
         if not finished:
             log.warning("job finished after its lease had passed to another attempt; result discarded")
             return JobOutcome.SKIPPED
@@ -98,25 +99,27 @@ def _record_failure(
     rt: Runtime, job_id: int, holder: str, error: str, retry_after: timedelta | None
 ) -> JobOutcome:
     with transaction(rt.sessions) as session:
-        state = repository.fail_job(
+        released = job_rows.fail(
             session,
             job_id,
-            worker=holder,
+            holder=holder,
             error=error,
             now=utcnow(),
             retry_after=retry_after,
             max_attempts=rt.settings.job_max_attempts,
         )
-    if state == "pending":
+    if released.outcome is Release.RETRY:
         log.warning(
             "job will be retried in %.0fs: %s", retry_after.total_seconds() if retry_after else 0, error
         )
         return JobOutcome.RETRY
-    if state == "failed":
+    if released.outcome is Release.FAILED:
         log.error("job failed: %s", error)
         return JobOutcome.FAILED
     log.warning(
-        "attempt failed after its lease had passed to another attempt (%s); job left %s", error, state
+        "attempt failed after its lease had passed to another attempt (%s); job left %s",
+        error,
+        released.state or "missing",
     )
     return JobOutcome.SKIPPED
 
@@ -125,7 +128,8 @@ def _work(rt: Runtime, job_id: int, holder: str) -> str:
     """Run the inference pipeline on the job's study version and record what it produced.
 
     The result files are written durably first, then recorded in the index with one PENDING delivery per
-    destination (``repository.record_results``), in one transaction that only the lease holder can make.
+    destination (``orthonode.index.jobs.record_results``), in one transaction that only the lease holder
+    can make.
     A re-run of a job whose results are already recorded (a worker died after recording) produces nothing
     new: the recorded objects are what gets delivered.
     """
@@ -133,13 +137,13 @@ def _work(rt: Runtime, job_id: int, holder: str) -> str:
         job = session.get(Job, job_id)
         if job is None:
             raise PermanentJobError(f"job {job_id} vanished from the index")
-        inputs = repository.job_inputs(session, job)
+        inputs = job_rows.inputs(session, job)
         try:
             routes = [Route.from_json(route) for route in job.routes]
         except ValueError as exc:
             raise PermanentJobError(f"job {job_id}: its stored routes are malformed ({exc})") from exc
         study_uid, version, created = job.study.study_uid, job.study_version, job.created_at
-        recorded = repository.job_results(session, job_id)
+        recorded = job_rows.results(session, job_id)
     if recorded:
         return f"results already recorded ({len(recorded)} objects); delivering those"
     missing = [i.sop_instance_uid for i in inputs if not rt.store.absolute(i.rel_path).is_file()]
@@ -172,12 +176,12 @@ def _work(rt: Runtime, job_id: int, holder: str) -> str:
     records = []
     for o in objects:
         rel_path = rt.store.write_result(job_id, o.sop_uid, o.kind, o.to_bytes())
-        records.append(repository.ResultRecord(o.task, o.kind, o.sop_uid, o.series_uid, rel_path, o.summary))
+        records.append(job_rows.ResultRecord(o.task, o.kind, o.sop_uid, o.series_uid, rel_path, o.summary))
     with transaction(rt.sessions) as session:
-        ok = repository.record_results(
+        ok = job_rows.record_results(
             session,
             job_id,
-            worker=holder,
+            holder=holder,
             results=records,
             destinations=[d.name for d in rt.settings.destinations],
             now=utcnow(),

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from orthonode.index import repository as repo
+from orthonode.index import jobs as job_rows
 from orthonode.index.db import transaction
 from orthonode.index.models import (
     Delivery,
@@ -124,10 +124,10 @@ def populate(rt: Runtime, now: datetime) -> Fixture:
         session.flush()
         job_id, bad_id = job.id, bad.id
     with transaction(rt.sessions) as session:
-        assert repo.claim_job(session, job_id, worker="hostA:4242:abcd", now=now, lease=timedelta(minutes=5))
+        assert job_rows.claim(session, job_id, holder="hostA:4242:abcd", now=now, lease=timedelta(minutes=5))
     key = radiograph(uids[0], laterality="R", seed=2)
     rel = rt.store.write_result(job_id, str(key.SOPInstanceUID), "sc", dataset_bytes(key))
-    record = repo.ResultRecord(
+    record = job_rows.ResultRecord(
         "kl_grade:R",
         "sc",
         str(key.SOPInstanceUID),
@@ -136,10 +136,10 @@ def populate(rt: Runtime, now: datetime) -> Fixture:
         {"finding": "KL 2", "probability": 0.71},
     )
     with transaction(rt.sessions) as session:
-        assert repo.record_results(
-            session, job_id, worker="hostA:4242:abcd", results=[record], destinations=["pacs"], now=now
+        assert job_rows.record_results(
+            session, job_id, holder="hostA:4242:abcd", results=[record], destinations=["pacs"], now=now
         )
-        assert repo.finish_job(session, job_id, worker="hostA:4242:abcd", detail="2 objects", now=now)
+        assert job_rows.finish(session, job_id, holder="hostA:4242:abcd", now=now, detail="2 objects")
         delivery = session.query(Delivery).filter(Delivery.job_id == job_id).one()
         delivery.state, delivery.attempts = DeliveryState.FAILED, 12
         delivery.last_error = "association rejected by PACS"

@@ -16,9 +16,10 @@ from support.runtime import isolated_settings
 from support.services import require_binary
 
 from orthonode.completion.sweeper import Sweeper
-from orthonode.index import operator
-from orthonode.index import repository as repo
+from orthonode.index import deliveries, operator
+from orthonode.index import jobs as job_rows
 from orthonode.index.db import transaction
+from orthonode.index.leases import Release, Released
 from orthonode.index.models import Delivery, DeliveryState, Job, JobState, Study, StudyState
 from orthonode.peers.ports import free_port
 from orthonode.runtime import Runtime
@@ -68,17 +69,17 @@ def make_job_with_results(rt: Runtime, count: int = 2) -> tuple[int, list[str]]:
         session.flush()
         job_id = job.id
     with transaction(rt.sessions) as session:
-        assert repo.claim_job(session, job_id, worker="w1", now=NOW, lease=timedelta(minutes=5)) is not None
+        assert job_rows.claim(session, job_id, holder="w1", now=NOW, lease=timedelta(minutes=5)) is not None
     records, sops = [], []
     for i in range(count):
         ds = radiograph(uid, laterality="L", seed=i)
         sop = str(ds.SOPInstanceUID)
         rel = rt.store.write_result(job_id, sop, "sc", dataset_bytes(ds))
-        records.append(repo.ResultRecord(f"task{i}:L", "sc", sop, str(ds.SeriesInstanceUID), rel, None))
+        records.append(job_rows.ResultRecord(f"task{i}:L", "sc", sop, str(ds.SeriesInstanceUID), rel, None))
         sops.append(sop)
     with transaction(rt.sessions) as session:
-        assert repo.record_results(
-            session, job_id, worker="w1", results=records, destinations=["pacs"], now=NOW
+        assert job_rows.record_results(
+            session, job_id, holder="w1", results=records, destinations=["pacs"], now=NOW
         )
     return job_id, sops
 
@@ -105,15 +106,15 @@ def make_due(rt: Runtime, job_id: int) -> None:
 def test_record_results_is_for_the_holder_only_and_idempotent(rt: Runtime) -> None:
     job_id, sops = make_job_with_results(rt)
     with transaction(rt.sessions) as session:
-        assert not repo.record_results(
-            session, job_id, worker="stale", results=[], destinations=["x"], now=NOW
+        assert not job_rows.record_results(
+            session, job_id, holder="stale", results=[], destinations=["x"], now=NOW
         )
-        again = [repo.ResultRecord("task0:L", "sc", sops[0], "2.25.1", "results/x", None)]
-        assert repo.record_results(
-            session, job_id, worker="w1", results=again, destinations=["pacs"], now=NOW
+        again = [job_rows.ResultRecord("task0:L", "sc", sops[0], "2.25.1", "results/x", None)]
+        assert job_rows.record_results(
+            session, job_id, holder="w1", results=again, destinations=["pacs"], now=NOW
         )
     with transaction(rt.sessions) as session:
-        assert [r.sop_instance_uid for r in repo.job_results(session, job_id)] == sops
+        assert [r.sop_instance_uid for r in job_rows.results(session, job_id)] == sops
         assert len(session.query(Delivery).filter(Delivery.job_id == job_id).all()) == 1
 
 
@@ -122,20 +123,18 @@ def test_claim_is_exclusive_and_a_stale_holder_cannot_finish(rt: Runtime) -> Non
     d = delivery_row(rt, job_id)
     lease = timedelta(seconds=60)
     with transaction(rt.sessions) as session:
-        assert repo.claim_delivery(session, d.id, holder="a", now=NOW, lease=lease) is not None
+        assert deliveries.claim(session, d.id, holder="a", now=NOW, lease=lease) is not None
     with transaction(rt.sessions) as session:
         assert (
-            repo.claim_delivery(session, d.id, holder="b", now=NOW + timedelta(seconds=10), lease=lease)
-            is None
+            deliveries.claim(session, d.id, holder="b", now=NOW + timedelta(seconds=10), lease=lease) is None
         )
-        assert repo.due_deliveries(session, now=NOW + timedelta(seconds=10)) == []
+        assert deliveries.due(session, now=NOW + timedelta(seconds=10)) == []
         # the lease ran out: due again, and b takes it over
-        assert repo.due_deliveries(session, now=NOW + timedelta(seconds=61)) == [(d.id, job_id)]
-        assert repo.claim_delivery(session, d.id, holder="b", now=NOW + timedelta(seconds=61), lease=lease)
+        assert deliveries.due(session, now=NOW + timedelta(seconds=61)) == [(d.id, job_id)]
+        assert deliveries.claim(session, d.id, holder="b", now=NOW + timedelta(seconds=61), lease=lease)
     with transaction(rt.sessions) as session:
-        kwargs = {"error": None, "retry_after": None, "max_attempts": 3}
-        assert repo.finish_delivery(session, d.id, holder="a", now=NOW, **kwargs) is None
-        assert repo.finish_delivery(session, d.id, holder="b", now=NOW, **kwargs) == DeliveryState.SENT
+        assert deliveries.finish(session, d.id, holder="a", now=NOW) is False
+        assert deliveries.finish(session, d.id, holder="b", now=NOW) is True
     row = delivery_row(rt, job_id)
     assert (row.state, row.attempts, row.holder, row.lease_until) == (DeliveryState.SENT, 2, "b", None)
 
@@ -147,14 +146,14 @@ def test_failures_back_off_then_fail_and_retry_resets(rt: Runtime) -> None:
     states = []
     for attempt in range(1, 4):
         with transaction(rt.sessions) as session:
-            assert repo.claim_delivery(session, d.id, holder=f"h{attempt}", now=now, lease=timedelta(60))
+            assert deliveries.claim(session, d.id, holder=f"h{attempt}", now=now, lease=timedelta(60))
             states.append(
-                repo.finish_delivery(
+                deliveries.fail(
                     session,
                     d.id,
                     holder=f"h{attempt}",
-                    now=now,
                     error=f"refused {attempt}",
+                    now=now,
                     retry_after=timedelta(seconds=30),
                     max_attempts=3,
                 )
@@ -163,12 +162,16 @@ def test_failures_back_off_then_fail_and_retry_resets(rt: Runtime) -> None:
         if attempt < 3:
             assert row.next_attempt_at == now + timedelta(seconds=30)
             with transaction(rt.sessions) as session:  # not due before its time
-                assert repo.due_deliveries(session, now=now + timedelta(seconds=29)) == []
+                assert deliveries.due(session, now=now + timedelta(seconds=29)) == []
         now += timedelta(seconds=31)
-    assert states == [DeliveryState.PENDING, DeliveryState.PENDING, DeliveryState.FAILED]
+    assert states == [
+        Released(Release.RETRY, DeliveryState.PENDING),
+        Released(Release.RETRY, DeliveryState.PENDING),
+        Released(Release.FAILED, DeliveryState.FAILED),
+    ]
     assert delivery_row(rt, job_id).last_error == "refused 3"
     with transaction(rt.sessions) as session:
-        assert repo.due_deliveries(session, now=now + timedelta(days=1)) == []
+        assert deliveries.due(session, now=now + timedelta(days=1)) == []
         assert operator.retry_deliveries(session, job_id, now) == 1
         assert operator.retry_deliveries(session, job_id, now) == 0  # nothing FAILED any more
     row = delivery_row(rt, job_id)
@@ -224,7 +227,7 @@ def test_attempts_exhausted_is_failed_until_an_operator_retries(
 def test_missing_result_file_is_an_error_not_a_silent_success(rt: Runtime) -> None:
     job_id, _ = make_job_with_results(rt, count=1)
     with transaction(rt.sessions) as session:
-        (result,) = repo.job_results(session, job_id)
+        (result,) = job_rows.results(session, job_id)
     rt.store.absolute(result.rel_path).unlink()
     outcome = delivery.attempt_delivery(rt, delivery_row(rt, job_id).id)
     assert outcome.state == DeliveryState.PENDING

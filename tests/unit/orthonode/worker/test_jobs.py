@@ -16,10 +16,11 @@ from support.runtime import isolated_settings, job_row
 from orthonode.completion.selection import Route, SeriesRole
 from orthonode.dicom.header import InstanceHeader
 from orthonode.errors import TransientError
-from orthonode.index import operator
-from orthonode.index import repository as repo
+from orthonode.index import jobs as job_rows
+from orthonode.index import operator, studies
 from orthonode.index.db import transaction
 from orthonode.index.models import Job, JobState, Study
+from orthonode.index.studies import StoredCopy
 from orthonode.runtime import Runtime
 from orthonode.tasks.pipelines import Anatomy, ModalityKind
 from orthonode.worker import jobs
@@ -78,7 +79,8 @@ def store_instance(rt: Runtime, h: InstanceHeader, now: datetime) -> str:
     rel = rt.store.relative_path(h.study_uid, h.series_uid, h.sop_instance_uid, digest)
     stored = rt.store.commit(src, rel, digest, len(data))
     with transaction(rt.sessions) as session:
-        repo.record_instance(session, h, stored, calling_aet="MOD", now=now, max_instances_per_study=100)
+        copy = StoredCopy(stored.rel_path, stored.sha256, stored.size)
+        studies.record_instance(session, h, copy, calling_aet="MOD", now=now, max_instances_per_study=100)
     return rel
 
 
@@ -91,7 +93,7 @@ def make_job(rt: Runtime) -> tuple[int, list[str]]:
     ]
     with transaction(rt.sessions) as session:
         study = session.execute(select(Study)).scalar_one()
-        job = repo.create_job(
+        job = job_rows.create(
             session,
             study,
             routes=ROUTES,
@@ -126,7 +128,7 @@ def test_run_job_done(rt: Runtime) -> None:
     # No model installed: the job is done and says why nothing was reported.
     assert job.detail == f"no report: no encoder in {rt.settings.models_dir}/encoder (see README 'Models')"
     assert (job.attempts, job.lease_until, job.error) == (1, None, None)
-    assert job.worker is not None and job.worker.startswith(f"{socket.gethostname()}:{os.getpid()}:")
+    assert job.holder is not None and job.holder.startswith(f"{socket.gethostname()}:{os.getpid()}:")
     assert job.started_at is not None and job.finished_at is not None
     assert before <= job.started_at <= job.finished_at <= datetime.now(UTC)
 
@@ -148,22 +150,22 @@ def test_duplicate_delivery_is_skipped(rt: Runtime) -> None:
 def test_job_held_by_another_worker_is_skipped(rt: Runtime) -> None:
     job_id, _ = make_job(rt)
     with transaction(rt.sessions) as session:
-        held = repo.claim_job(
-            session, job_id, worker="other:1", now=datetime.now(UTC), lease=timedelta(minutes=10)
+        held = job_rows.claim(
+            session, job_id, holder="other:1", now=datetime.now(UTC), lease=timedelta(minutes=10)
         )
         assert held is not None
     assert run_job(rt, job_id) is JobOutcome.SKIPPED
     job = job_row(rt, job_id)
-    assert (job.state, job.worker, job.attempts) == (JobState.RUNNING, "other:1", 1)
+    assert (job.state, job.holder, job.attempts) == (JobState.RUNNING, "other:1", 1)
 
 
 def test_job_with_expired_lease_runs_again(rt: Runtime) -> None:
     job_id, _ = make_job(rt)
     with transaction(rt.sessions) as session:
-        repo.claim_job(
+        job_rows.claim(
             session,
             job_id,
-            worker="dead:1",
+            holder="dead:1",
             now=datetime.now(UTC) - timedelta(hours=1),
             lease=timedelta(seconds=1),
         )
@@ -183,7 +185,7 @@ def test_missing_file_fails_permanently(rt: Runtime) -> None:
     job = job_row(rt, job_id)
     assert job.state == JobState.FAILED
     assert job.error == "PermanentJobError: 1 stored instance file(s) missing, e.g. 2.25.700.1.2"
-    assert (job.attempts, job.run_after, job.lease_until) == (1, None, None)
+    assert (job.attempts, job.next_attempt_at, job.lease_until) == (1, None, None)
     assert job.finished_at is not None
     # A permanent failure is not retried by a second delivery either.
     assert run_job(rt, job_id) is JobOutcome.SKIPPED
@@ -205,8 +207,8 @@ def test_transient_error_is_retried_with_backoff(rt: Runtime, monkeypatch: pytes
         1,
         None,
     )
-    assert job.run_after is not None
-    delay = job.run_after - before
+    assert job.next_attempt_at is not None
+    delay = job.next_attempt_at - before
     assert timedelta(seconds=5) <= delay <= timedelta(seconds=10) + (datetime.now(UTC) - before)
 
     # Attempts 2 and 3 (job_max_attempts = 3): the last transient failure is final.

@@ -22,9 +22,11 @@ from support.runtime import isolated_settings, job_row
 from orthonode.completion.selection import route_study
 from orthonode.completion.sweeper import routes_json, study_facts
 from orthonode.dicom.header import read_header
-from orthonode.index import repository as repo
+from orthonode.index import jobs as job_rows
+from orthonode.index import studies
 from orthonode.index.db import transaction
 from orthonode.index.models import Delivery, DeliveryState, Job, JobState, Result, Study
+from orthonode.index.studies import StoredCopy
 from orthonode.inference import pipeline
 from orthonode.inference.untrained import write_untrained_models
 from orthonode.peers.ports import free_port
@@ -68,7 +70,10 @@ def store(rt: Runtime, ds: pydicom.Dataset, now: datetime) -> str:
     rel = rt.store.relative_path(header.study_uid, header.series_uid, header.sop_instance_uid, digest)
     stored = rt.store.commit(src, rel, digest, len(data))
     with transaction(rt.sessions) as session:
-        repo.record_instance(session, header, stored, calling_aet="MOD", now=now, max_instances_per_study=100)
+        copy = StoredCopy(stored.rel_path, stored.sha256, stored.size)
+        studies.record_instance(
+            session, header, copy, calling_aet="MOD", now=now, max_instances_per_study=100
+        )
     return rel
 
 
@@ -87,7 +92,7 @@ def make_job(rt: Runtime) -> tuple[int, dict[str, pydicom.Dataset]]:
         decision = route_study(study_facts(session, study))
         routes = routes_json(decision)
         assert [(r["pipeline"], r["laterality"]) for r in routes] == [("knee_radiograph", "B")]
-        job = repo.create_job(
+        job = job_rows.create(
             session,
             study,
             routes=routes,
@@ -226,13 +231,13 @@ def test_rerun_after_a_crash_before_recording_reuses_the_uids(rt: Runtime) -> No
 def test_attempt_without_the_lease_records_nothing(rt: Runtime) -> None:
     job_id, _ = make_job(rt)
     with transaction(rt.sessions) as session:
-        held = repo.claim_job(
-            session, job_id, worker="other:1", now=datetime.now(UTC), lease=timedelta(minutes=10)
+        held = job_rows.claim(
+            session, job_id, holder="other:1", now=datetime.now(UTC), lease=timedelta(minutes=10)
         )
         assert held is not None
     assert run_job(rt, job_id) is JobOutcome.SKIPPED
     job = job_row(rt, job_id)
-    assert (job.state, job.worker, job.attempts, job.detail) == (JobState.RUNNING, "other:1", 1, None)
+    assert (job.state, job.holder, job.attempts, job.detail) == (JobState.RUNNING, "other:1", 1, None)
     assert results(rt, job_id) == []
     assert deliveries(rt, job_id) == []
     assert files_on_disk(rt, job_id) == {}
@@ -253,13 +258,13 @@ def test_attempt_whose_lease_passed_on_mid_run_records_nothing(
                 update(Job).where(Job.id == job_id).values(lease_until=now - timedelta(seconds=1))
             )
         with transaction(rt.sessions) as session:
-            assert repo.claim_job(session, job_id, worker="other:2", now=now, lease=timedelta(minutes=10))
+            assert job_rows.claim(session, job_id, holder="other:2", now=now, lease=timedelta(minutes=10))
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pipeline, "run_pipeline", slow_pipeline)
     assert run_job(rt, job_id) is JobOutcome.SKIPPED
     job = job_row(rt, job_id)
-    assert (job.state, job.worker, job.attempts) == (JobState.RUNNING, "other:2", 2)
+    assert (job.state, job.holder, job.attempts) == (JobState.RUNNING, "other:2", 2)
     assert (job.detail, job.error, job.finished_at) == (None, None, None)
     assert results(rt, job_id) == []
     assert deliveries(rt, job_id) == []
