@@ -167,8 +167,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         import torch
 
         torch.set_num_threads(settings.inference_threads)
-    app = celery_app.configure(settings, rt)
-    import orthonode.worker.tasks  # noqa: F401 - registers the tasks
+    app = celery_app.make_app(rt)
 
     argv = [
         "worker",

@@ -1,5 +1,6 @@
-"""What a node process holds: settings, the file store and the index. Built lazily, once per process
-(a forked worker child builds its own engine rather than sharing the parent's connections).
+"""What a node process holds: settings, the file store (with its fsync threads), the index and the
+loaded models. Built lazily, once per process (a forked worker child builds its own engine and fsync
+threads rather than sharing the parent's); no module of the node keeps any of it as module state.
 
 Opening the index never changes it: the schema is migrated by :meth:`Runtime.migrate`, which
 ``orthonode migrate``, ``serve`` and ``worker`` call at start-up; the read-and-act commands (``status``,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +19,9 @@ from orthonode.dicom.storage import InstanceStore
 from orthonode.errors import SchemaOutOfDate
 from orthonode.index import db
 from orthonode.settings import Settings
+
+if TYPE_CHECKING:
+    from orthonode.inference.pipeline import ModelCache
 
 
 class Runtime:
@@ -49,13 +54,24 @@ class Runtime:
     def sessions(self) -> sessionmaker[Session]:
         return db.session_factory(self.engine)
 
+    @cached_property
+    def models(self) -> ModelCache:
+        """The models this process loaded (each once, on first use by a job)."""
+        from orthonode.inference.pipeline import ModelCache  # torch: only processes that run jobs load it
+
+        return ModelCache()
+
     def after_fork(self) -> None:
-        """Drop connections inherited from a parent process."""
+        """Drop connections and helper threads inherited from a parent process."""
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             if "engine" in self.__dict__:
                 self.engine.dispose(close=False)
+            if "store" in self.__dict__:
+                self.store.after_fork()
 
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()
+        if "store" in self.__dict__:
+            self.store.close()

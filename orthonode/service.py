@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from orthonode.completion.sweeper import Sweeper
+from orthonode.completion.sweeper import Enqueue, Sweeper
 from orthonode.console.server import ConsoleServer
 from orthonode.dicom.handlers import StoreHandlers
 from orthonode.dicom.scp import StorageSCP
@@ -24,20 +24,19 @@ from orthonode.index.models import utcnow
 from orthonode.runtime import Runtime
 from orthonode.settings import Settings
 from orthonode.worker import celery_app
+from orthonode.worker.celery_app import DELIVER_RESULTS, PROCESS_STUDY, NodeApp
 
 log = logging.getLogger(__name__)
 
 
-def enqueue_job(job_id: int) -> None:
-    from orthonode.worker.tasks import process_study
+def enqueuer(app: NodeApp, task_name: str) -> Enqueue:
+    """Hand a job id to the task ``task_name`` of ``app``, on the configured queue (task_default_queue)."""
+    task = app.tasks[task_name]
 
-    process_study.apply_async(args=[job_id])  # to the configured queue (task_default_queue)
+    def enqueue(job_id: int) -> None:
+        task.apply_async(args=[job_id])
 
-
-def enqueue_delivery(job_id: int) -> None:
-    from orthonode.worker.tasks import deliver_results
-
-    deliver_results.apply_async(args=[job_id])
+    return enqueue
 
 
 class Node:
@@ -46,9 +45,13 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.rt = Runtime(settings)
-        celery_app.configure(settings, self.rt)
+        self.app = celery_app.make_app(self.rt)
         self.scp = StorageSCP(settings, StoreHandlers(settings, self.rt.store, self.rt.sessions))
-        self.sweeper = Sweeper(self.rt, enqueue_job, enqueue_delivery=enqueue_delivery)
+        self.sweeper = Sweeper(
+            self.rt,
+            enqueuer(self.app, PROCESS_STUDY),
+            enqueue_delivery=enqueuer(self.app, DELIVER_RESULTS),
+        )
         self.worker: subprocess.Popen[bytes] | None = None
         self.console: ConsoleServer | None = None
         if settings.web_enabled:

@@ -70,10 +70,6 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
-_sync_pool: ThreadPoolExecutor | None = None
-_sync_pool_lock = threading.Lock()
-
-
 def _fsync_and_close(fd: int) -> None:
     try:
         os.fsync(fd)
@@ -81,22 +77,54 @@ def _fsync_and_close(fd: int) -> None:
         os.close(fd)
 
 
-def sync_async(path: Path) -> Future[None]:
-    """Start forcing ``path``'s content to stable storage on a helper thread and return at once.
+class FsyncPool:
+    """Helper threads that force files to stable storage, started on first use. One belongs to each
+    :class:`InstanceStore` (and so to the process's ``Runtime``); a forked child drops its parent's
+    (threads do not survive a fork) and starts its own."""
 
-    fsync waits on the disk with the GIL released, so the caller can parse and hash the file meanwhile;
-    it must wait on the returned future (which raises fsync's error) before relying on durability.
-    """
-    global _sync_pool
-    fd = os.open(path, os.O_RDWR)
-    try:
-        with _sync_pool_lock:
-            if _sync_pool is None:
-                _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="orthonode-fsync")
-            return _sync_pool.submit(_fsync_and_close, fd)
-    except BaseException:
-        os.close(fd)
-        raise
+    def __init__(self, threads: int = _SYNC_THREADS) -> None:
+        self._threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def sync_async(self, path: Path) -> Future[None]:
+        """Start forcing ``path``'s content to stable storage on a helper thread and return at once.
+
+        fsync waits on the disk with the GIL released, so the caller can parse and hash the file
+        meanwhile; it must wait on the returned future (which raises fsync's error) before relying on
+        durability.
+        """
+        fd = os.open(path, os.O_RDWR)
+        try:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="orthonode-fsync")
+                return self._pool.submit(_fsync_and_close, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def hash_and_sync(self, path: Path) -> tuple[str, int]:
+        """SHA-256 and size of ``path``, after forcing its content to stable storage (the fsync runs
+        while the file is hashed)."""
+        synced = self.sync_async(path)
+        try:
+            result = file_sha256(path)
+        finally:
+            synced.result()
+        return result
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's threads (they did not survive the fork)."""
+        self._pool = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the helper threads once the syncs in flight are done (a later sync starts new ones)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 def file_sha256(path: Path) -> tuple[str, int]:
@@ -108,17 +136,6 @@ def file_sha256(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
-
-
-def hash_and_sync(path: Path) -> tuple[str, int]:
-    """SHA-256 and size of ``path``, after forcing its content to stable storage (the fsync runs
-    while the file is hashed)."""
-    synced = sync_async(path)
-    try:
-        result = file_sha256(path)
-    finally:
-        synced.result()
-    return result
 
 
 class ReceivedDigests:
@@ -162,6 +179,7 @@ class InstanceStore:
         for d in (self.incoming, self.studies, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.received_digests = ReceivedDigests()
+        self.fsync = FsyncPool()
         self._real_root = self.root.resolve()
         self._durable_dirs: set[Path] = set()  # directories whose own entry this process made durable
         self._durable_lock = threading.Lock()
@@ -197,7 +215,14 @@ class InstanceStore:
         return path
 
     def sync_async(self, path: Path) -> Future[None]:
-        return sync_async(path)
+        return self.fsync.sync_async(path)
+
+    def after_fork(self) -> None:
+        """In a forked child: nothing of the parent's helper threads is reused."""
+        self.fsync.after_fork()
+
+    def close(self) -> None:
+        self.fsync.close()
 
     def _make_durable_dir(self, directory: Path) -> None:
         """Create ``directory`` (and its missing parents under the data directory) so that its entry
@@ -239,7 +264,7 @@ class InstanceStore:
                     raise
                 tmp = dst.with_suffix(".part")
                 shutil.copyfile(src, tmp)
-                hash_and_sync(tmp)
+                self.fsync.hash_and_sync(tmp)
                 tmp.replace(dst)
                 src.unlink(missing_ok=True)
             fsync_dir(dst.parent)

@@ -120,29 +120,33 @@ class Models:
         return lines
 
 
-_models_lock = threading.Lock()
-_models_cache: dict[tuple[Path, str, str], Models] = {}
+class ModelCache:
+    """The models one process loaded, by (models root, autocast, device): each loaded once, on first use.
+    The process's ``Runtime`` owns one (``Runtime.models``); nothing of it is module state."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[tuple[Path, str, str], Models] = {}
 
-def models_for(settings: Settings) -> Models:
-    """The models of ``settings.models_dir`` (or the packaged default), cached per process."""
-    root = models_root(settings)
-    key = (root, settings.inference_autocast, settings.inference_device)
-    with _models_lock:
-        if key not in _models_cache:
-            start = time.perf_counter()
-            _models_cache[key] = Models.load(root, settings)
-            metrics.MODEL_LOAD_SECONDS.observe(time.perf_counter() - start)
-            models = _models_cache[key]
-            log.info(
-                "models loaded from %s: encoder %s (%s) on %s, heads: %s",
-                root,
-                models.encoder.card.name,
-                models.encoder.fingerprint,
-                models.encoder.device,
-                "; ".join(models.describe()) or "none",
-            )
-        return _models_cache[key]
+    def models_for(self, settings: Settings) -> Models:
+        """The models of ``settings.models_dir`` (or the packaged default), loaded once per cache."""
+        root = models_root(settings)
+        key = (root, settings.inference_autocast, settings.inference_device)
+        with self._lock:
+            if key not in self._models:
+                start = time.perf_counter()
+                self._models[key] = Models.load(root, settings)
+                metrics.MODEL_LOAD_SECONDS.observe(time.perf_counter() - start)
+                models = self._models[key]
+                log.info(
+                    "models loaded from %s: encoder %s (%s) on %s, heads: %s",
+                    root,
+                    models.encoder.card.name,
+                    models.encoder.fingerprint,
+                    models.encoder.device,
+                    "; ".join(models.describe()) or "none",
+                )
+            return self._models[key]
 
 
 # --------------------------------------------------------------------------------------------------

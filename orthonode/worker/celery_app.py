@@ -22,27 +22,38 @@ from orthonode.settings import Settings
 PROCESS_STUDY = "orthonode.process_study"
 DELIVER_RESULTS = "orthonode.deliver_results"
 
-app = Celery("orthonode", include=["orthonode.worker.tasks"])
-app.conf.update(
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_ignore_result=True,
-    task_serializer="json",
-    accept_content=["json"],
-    broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=False,
-    worker_redirect_stdouts=False,
-    enable_utc=True,
-)
-
-_runtime: Runtime | None = None
+BASE_CONFIG: dict[str, Any] = {
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "task_ignore_result": True,
+    "task_serializer": "json",
+    "accept_content": ["json"],
+    "broker_connection_retry_on_startup": True,
+    "worker_hijack_root_logger": False,
+    "worker_redirect_stdouts": False,
+    "enable_utc": True,
+}
 
 
-def configure(settings: Settings, runtime: Runtime | None = None) -> Celery:
-    """Point the app at the configured broker and give tasks their runtime."""
-    global _runtime
-    _runtime = runtime or Runtime(settings)
+class NodeApp(Celery):
+    """The Celery app of one node process: it holds that process's :class:`Runtime`, which its tasks
+    (orthonode.worker.tasks) run with. A forked pool child (``worker_process_init``) makes the runtime
+    drop what it inherited from the parent (its engine's connections, the fsync threads)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__("orthonode")
+        self.runtime = rt
+        self.conf.update(BASE_CONFIG)
+        self.conf.update(broker_options(rt.settings))
+        worker_process_init.connect(self._after_fork)  # weak: gone with the app
+
+    def _after_fork(self, **_: Any) -> None:
+        self.runtime.after_fork()
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    """The configured broker and queue (the local folders created for the ``filesystem://`` one)."""
     options: dict[str, Any] = {
         "broker_url": settings.effective_broker_url,
         "task_default_queue": settings.queue_name,
@@ -63,17 +74,13 @@ def configure(settings: Settings, runtime: Runtime | None = None) -> Celery:
         options["worker_send_task_events"] = False
     else:
         options["broker_transport_options"] = {"visibility_timeout": int(settings.job_lease_seconds * 2)}
-    app.conf.update(options)
+    return options
+
+
+def make_app(rt: Runtime) -> NodeApp:
+    """The app for ``rt``'s broker, with the node's tasks registered."""
+    from orthonode.worker import tasks
+
+    app = NodeApp(rt)
+    tasks.register(app)
     return app
-
-
-def runtime() -> Runtime:
-    if _runtime is None:
-        raise RuntimeError("orthonode.worker.celery_app.configure(settings) was not called in this process")
-    return _runtime
-
-
-@worker_process_init.connect
-def _after_fork(**_: Any) -> None:
-    if _runtime is not None:
-        _runtime.after_fork()

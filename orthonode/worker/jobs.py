@@ -150,7 +150,7 @@ def _work(rt: Runtime, job_id: int, holder: str) -> str:
     if missing:
         raise PermanentJobError(f"{len(missing)} stored instance file(s) missing, e.g. {missing[0]}")
     try:
-        models = pipeline.models_for(rt.settings)
+        models = rt.models.models_for(rt.settings)
     except pipeline.NoModelInstalled as exc:
         return f"no report: {exc}"
     files_by_series: dict[str, list[Path]] = {}

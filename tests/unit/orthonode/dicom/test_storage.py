@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orthonode.dicom.storage import InstanceStore, StoredFile, hash_and_sync
+from orthonode.dicom.storage import FsyncPool, InstanceStore, StoredFile
 from orthonode.errors import InvalidUID, StorageError
 from orthonode.uid import is_valid_uid, validate_uid
 
@@ -31,7 +31,7 @@ def store(tmp_path: Path) -> InstanceStore:
 def received(store: InstanceStore, data: bytes) -> tuple[Path, str, int]:
     """A file in incoming/ as the handler has it before commit: written, hashed, synced."""
     path = store.write_incoming(data)
-    digest, size = hash_and_sync(path)
+    digest, size = store.fsync.hash_and_sync(path)
     return path, digest, size
 
 
@@ -211,7 +211,11 @@ def test_hash_and_sync(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    assert hash_and_sync(path) == (hashlib.sha256(data).hexdigest(), size)
+    pool = FsyncPool()
+    try:
+        assert pool.hash_and_sync(path) == (hashlib.sha256(data).hexdigest(), size)
+    finally:
+        pool.close()
     assert path.read_bytes() == data  # unchanged
 
 

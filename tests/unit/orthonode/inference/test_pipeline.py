@@ -31,10 +31,10 @@ from orthonode.inference.findings import Finding
 from orthonode.inference.heads import InstalledHead, load_head
 from orthonode.inference.loading import load_radiograph, load_volume
 from orthonode.inference.pipeline import (
+    ModelCache,
     Models,
     NoModelInstalled,
     PipelineOutput,
-    models_for,
     run_pipeline,
 )
 from orthonode.inference.preprocess import fit_to_square
@@ -519,12 +519,13 @@ def test_no_encoder_raises_no_model_installed(tmp_path: Path) -> None:
     with pytest.raises(NoModelInstalled, match="no encoder in"):
         Models.load(tmp_path, settings)
     with pytest.raises(NoModelInstalled):
-        models_for(settings)
+        ModelCache().models_for(settings)
 
 
-def test_models_for_loads_once_per_process(settings: Settings, models_dir: Path) -> None:
-    first = models_for(settings)
-    assert models_for(settings) is first
+def test_model_cache_loads_once(settings: Settings, models_dir: Path) -> None:
+    cache = ModelCache()
+    first = cache.models_for(settings)
+    assert cache.models_for(settings) is first
     assert first.root == models_dir
     assert sorted(line.split()[0] for line in first.describe()) == sorted(RADIOGRAPH_TASKS + MRI_TASKS)
     assert all("UNTRAINED" in line and "another encoder" not in line for line in first.describe())
