@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from orthonode.tasks.decoding import DECODINGS
+
 log = logging.getLogger(__name__)
 
 #: What ``build_parser`` hands each ``_add_<command>`` to add its subcommand to.
@@ -182,6 +184,10 @@ def _add_export(sub: _Subcommands) -> None:
     p.add_argument(
         "--tta", default=None, choices=("none", "hflip"),
         help="test-time augmentation the bundle asks for (default: the bundle's own)",
+    )  # fmt: skip
+    p.add_argument(
+        "--decode", default=None, choices=DECODINGS,
+        help="how the node turns the probabilities into a class (default: the bundle's own)",
     )  # fmt: skip
     p.add_argument("--random", action="store_true", help="write a random UNTRAINED head instead")
     p.add_argument("--task", help="with --random")
@@ -384,13 +390,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         mirrored = _features(args, encoder, task, dataset, [args.split], hflip=True)
     result, probs = evaluate_head_on(
         task, loaded.head, features, loaded.card.input.features, n_boot=args.n_boot, seed=args.seed,
-        mirrored=mirrored,
+        mirrored=mirrored, decode=loaded.card.head.decode,
     )  # fmt: skip
     report = build_report(
         task, result, dataset=dataset.name, split=args.split, real=not args.fixture,
         encoder={"fingerprint": encoder.fingerprint, "name": encoder.card.name},
         head={"bundle": loaded.path.name, "kind": loaded.card.head.kind,
-              "features": loaded.card.input.features, "tta": loaded.card.input.tta},
+              "features": loaded.card.input.features, "tta": loaded.card.input.tta,
+              "decode": loaded.card.head.decode},
     )  # fmt: skip
     files = write_report(report, args.out, task=task, y_true=features.labels.numpy(), probs=probs)
     print((args.out / "results.md").read_text(encoding="utf-8"))
@@ -472,6 +479,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     report = json.loads(args.results.read_text(encoding="utf-8")) if args.results else None
     if report is not None and report.get("head", {}).get("tta", "none") != (args.tta or card.input.tta):
         raise ValueError("the results were computed with another test-time augmentation than the export's")
+    decode = args.decode or card.head.decode
+    if report is not None and report.get("head", {}).get("decode", "argmax") != decode:
+        raise ValueError("the results were computed with another decoding rule than the export's")
     if report is not None and report.get("task") != card.task:
         raise ValueError(f"results are for task {report.get('task')!r}, the bundle is {card.task!r}")
     if report is not None and report.get("encoder", {}).get("fingerprint") not in (
@@ -485,7 +495,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         encoder_name=card.encoder.name, img_size=card.input.img_size, patch=card.input.patch,
         features=card.input.features, version=args.version or card.version, trained=card.trained,
         name=card.name, thresholds=dict(card.thresholds), training=dict(card.head.training),
-        metrics=metrics, evaluated_on=evaluated, tta=args.tta or card.input.tta,
+        metrics=metrics, evaluated_on=evaluated, tta=args.tta or card.input.tta, decode=decode,
     )  # fmt: skip
     path = save_bundle(loaded.head, new, args.out, overwrite=args.overwrite)
     print(f"exported {path}")

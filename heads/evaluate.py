@@ -26,24 +26,27 @@ import numpy as np
 from heads import metrics as M  # noqa: N812
 from heads.features import FeatureSet
 from heads.train import FitConfig, fit_head, predict_proba
-from orthonode.tasks import tta
+from orthonode.tasks import decoding, tta
 from orthonode.tasks.registry import TaskSpec
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 
 
-def predicted_class(task: TaskSpec, probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Argmax, or for binary tasks ``p(positive) >= threshold``."""
+def predicted_class(
+    task: TaskSpec, probs: np.ndarray, threshold: float = 0.5, decode: str = "argmax"
+) -> np.ndarray:
+    """For binary tasks ``p(positive) >= threshold``, else the bundle's decoding rule (argmax by default;
+    :mod:`orthonode.tasks.decoding`): the class the node would report."""
     if task.binary:
         return (probs[:, 1] >= threshold).astype(np.int64)
-    return np.argmax(probs, axis=1).astype(np.int64)
+    return decoding.decode(probs, decode)
 
 
 def _metric_functions(
-    task: TaskSpec, threshold: float
+    task: TaskSpec, threshold: float, decode: str = "argmax"
 ) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
     def hard(fn: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[np.ndarray, np.ndarray], float]:
-        return lambda y, p: fn(y, predicted_class(task, p, threshold))
+        return lambda y, p: fn(y, predicted_class(task, p, threshold, decode))
 
     out: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
         "accuracy": hard(M.accuracy),
@@ -68,24 +71,29 @@ def evaluate_probabilities(
     n_boot: int = 1000,
     seed: int = 0,
     threshold: float = 0.5,
+    decode: str = "argmax",
 ) -> dict[str, Any]:
-    """Every metric of ``task`` with a 95 % patient-level bootstrap CI, plus the confusion matrix."""
+    """Every metric of ``task`` with a 95 % patient-level bootstrap CI, plus the confusion matrix; the
+    hard metrics score the class ``decode`` gives (:mod:`orthonode.tasks.decoding`)."""
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape != (y.size, task.num_classes):
         raise ValueError(f"probabilities must be [N, {task.num_classes}], got {p.shape} for N={y.size}")
     results: dict[str, Any] = {}
-    for name, fn in _metric_functions(task, threshold).items():
+    for name, fn in _metric_functions(task, threshold, decode).items():
         try:
             results[name] = M.patient_bootstrap(fn, y, p, patients, n_boot=n_boot, seed=seed).as_dict()
         except ValueError as exc:
             results[name] = {"value": None, "error": str(exc)}
     return {
         "metrics": results,
-        "confusion": M.confusion_matrix(y, predicted_class(task, p, threshold), task.num_classes).tolist(),
+        "confusion": M.confusion_matrix(
+            y, predicted_class(task, p, threshold, decode), task.num_classes
+        ).tolist(),
         "n_samples": int(y.size),
         "n_patients": len(set(patients)),
         "threshold": threshold if task.binary else None,
+        "decode": None if task.binary else decode,
         "n_boot": n_boot,
         "seed": seed,
     }
@@ -100,6 +108,7 @@ def evaluate_head_on(
     n_boot: int = 1000,
     seed: int = 0,
     mirrored: FeatureSet | None = None,
+    decode: str = "argmax",
 ) -> tuple[dict[str, Any], np.ndarray]:
     """``(results, probabilities)`` of a trained head on a feature set; with the features of the mirrored
     images (``mirrored``, same samples and order) the probabilities are combined as the node's ``hflip``
@@ -110,7 +119,7 @@ def evaluate_head_on(
             raise ValueError("the mirrored features are not of the same samples")
         probs = tta.combine([probs, predict_proba(head, mirrored, mode)])
     return evaluate_probabilities(
-        task, features.labels.numpy(), probs, features.patients, n_boot=n_boot, seed=seed
+        task, features.labels.numpy(), probs, features.patients, n_boot=n_boot, seed=seed, decode=decode
     ), probs
 
 

@@ -29,6 +29,7 @@ from heads.train import (
 )
 from orthonode.inference.encoder import load_encoder
 from orthonode.inference.heads import HeadRegistry
+from orthonode.tasks.bundle import read_card
 from orthonode.tasks.registry import get_task
 
 
@@ -222,6 +223,22 @@ def test_end_to_end_cli_on_real_knees(
     assert card.trained and card.metrics["qwk"].value == report["metrics"]["qwk"]["value"]
     assert card.evaluated_on is not None and card.evaluated_on.real and card.evaluated_on.split == "val"
     assert card.head.training["data"]["split"] == "train"
+    assert card.head.decode == "argmax" and report["decode"] == "argmax"
+
+    # The decoding rule travels with the bundle: results scored by argmax do not go out with a median
+    # bundle; a median bundle is evaluated by its own rule and exported with those results.
+    results = str(run / "eval" / "results.json")
+    median_args = ["export", "--bundle", str(bundle), "--decode", "median", "--version", "1.0.1"]
+    assert main([*median_args, "--results", results, "--out", str(models)]) == 2
+    assert main([*median_args, "--out", str(run / "median")]) == 0
+    median_bundle = run / "median" / "kl_grade-1.0.1"
+    evaluate = ["evaluate", *common, "--bundle", str(median_bundle), "--split", "val", "--n-boot", "50"]
+    assert main([*evaluate, "--out", str(run / "eval-median")]) == 0
+    scored = json.loads((run / "eval-median" / "results.json").read_text())
+    assert scored["decode"] == "median" and scored["head"]["decode"] == "median"
+    median_results = str(run / "eval-median" / "results.json")
+    assert main([*median_args, "--results", median_results, "--out", str(models)]) == 0
+    assert read_card(models / "kl_grade-1.0.1").head.decode == "median"
 
     assert (
         main(
