@@ -616,3 +616,19 @@ def test_build_outputs_new_version_new_uids(
     assert [o.task for o in second] == [o.task for o in outputs]
     assert not {o.sop_uid for o in second} & {o.sop_uid for o in outputs}
     assert not {o.series_uid for o in second} & {o.series_uid for o in outputs}
+
+
+def test_loading_models_leaves_the_process_thread_count(
+    settings: Settings, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch's thread count is the worker start-up's (``orthonode worker``, inference_threads), never
+    a side effect of loading a model."""
+    import torch
+
+    def refuse(_: int) -> None:
+        raise AssertionError("loading models set torch's process-wide thread count")
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", refuse)
+    ModelCache().models_for(settings.model_copy(update={"inference_threads": 1}))
+    assert torch.get_num_threads() == before
