@@ -1,7 +1,8 @@
 """Pretraining data: corpus scanner and manifest, per-modality intensity handling, the manifest dataset.
 
 * :mod:`ssl_train.data.scan` -- DICOM / NIfTI / PNG / JPEG folders to a manifest of 2-D images with hashed
-  patient keys and patient-level train / val splits.
+  patient keys and patient-level train / val splits (:mod:`ssl_train.data.headers` reads each file,
+  :mod:`ssl_train.data.manifest` holds the rows, splits and CSV).
 * :mod:`orthonode.inference.intensity` -- stored pixels to float32 ``[0, 1]`` (DICOM PS3.3 C.11 LUTs,
   MONOCHROME1, per-volume percentile windows for MR, ``/255`` for 8-bit rasters).
 * :mod:`ssl_train.data.dataset` -- a torch ``Dataset`` of ``[1, H, W]`` tensors with a decoded-slice cache.
@@ -14,20 +15,16 @@ from ssl_train.data.dataset import (
     decode_frames,
     item_seed,
 )
-from ssl_train.data.scan import (
+from ssl_train.data.manifest import (
     MANIFEST_COLUMNS,
     ManifestRow,
-    ScanConfig,
-    ScanResult,
-    SkippedFile,
-    SliceSampling,
     SplitLeakError,
     assign_split,
     read_manifest,
-    scan_corpus,
     verify_patient_split,
     write_manifest,
 )
+from ssl_train.data.scan import ScanConfig, ScanResult, SkippedFile, SliceSampling, scan_corpus
 
 __all__ = [
     "MANIFEST_COLUMNS",

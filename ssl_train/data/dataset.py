@@ -49,8 +49,8 @@ from orthonode.inference.intensity import (
     percentile_range,
     raster_to_unit,
 )
+from ssl_train.data.manifest import ManifestRow, read_manifest
 from ssl_train.data.readers import read_dicom_pixels, read_nifti_volume, read_raster
-from ssl_train.data.scan import ManifestRow, read_manifest
 
 __all__ = ["ImageTransform", "ManifestDataset", "SampleDecodeError", "decode_frames", "item_seed"]
 
