@@ -113,7 +113,7 @@ class ModelConfig:
 
 @dataclass
 class MaskConfig:
-    """iBOT block masking of the student global crops (``ssl_train.loss.ibot.sample_masks``)."""
+    """iBOT block masking of the student global crops (``ssl_train.data.masking.sample_masks``)."""
 
     probability: float = 0.5
     ratio_min: float = 0.1

@@ -8,7 +8,7 @@ Data order and randomness (what makes a run reproducible, resumable and independ
 * each item's crops come from its own generator seeded by ``(seed, epoch, index)``
   (:meth:`ssl_train.data.ManifestDataset.generator_for`), whatever worker loads it;
 * iBOT masks are drawn for the whole global batch from ``(seed, iteration)`` and sliced per process
-  (:func:`global_masks`);
+  (:func:`ssl_train.data.masking.global_masks`);
 * the DataLoader gets its own generator, so it never advances the global torch RNG (used only by drop path).
 
 Hence 1 process with batch ``G`` and ``k`` processes with batch ``G / k`` see the same images, crops, masks;
@@ -56,7 +56,7 @@ from ssl_train.augment import MultiCropAugment
 from ssl_train.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from ssl_train.data import ManifestDataset
 from ssl_train.data.dataset import item_seed
-from ssl_train.loss import sample_masks
+from ssl_train.data.masking import global_masks
 from ssl_train.meta_arch import HeadSpec, MetaArchConfig, SSLMetaArch
 from ssl_train.parallel import full_model_state, full_optimizer_state, load_full_state, shard_meta_arch
 from ssl_train.schedules import Schedules, apply_schedule, param_groups
@@ -178,27 +178,6 @@ def collate_crops(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     )
     index = torch.tensor([int(item["index"]) for item in items], dtype=torch.int64)
     return {"global": global_crops, "local": local_crops, "index": index}
-
-
-def global_masks(
-    cfg: Config, iteration: int, *, grid: tuple[int, int], rank: int, world: int, batch_size: int
-) -> Tensor:
-    """iBOT masks ``[n_g * b, N]`` of this process: drawn for the global batch from ``(seed, iteration)``."""
-    n_g = cfg.crops.n_global
-    global_batch = batch_size * world
-    generator = torch.Generator()
-    generator.manual_seed(item_seed(cfg.run.seed + 7919, 0, iteration))
-    mask = cfg.loss.mask
-    masks = sample_masks(
-        n_g * global_batch,
-        grid,
-        probability=mask.probability,
-        ratio_range=(mask.ratio_min, mask.ratio_max),
-        generator=generator,
-        max_block_patches=max(4, int(0.5 * grid[0] * grid[1])),
-    )
-    view = masks.view(n_g, global_batch, -1)[:, rank * batch_size : (rank + 1) * batch_size]
-    return view.reshape(n_g * batch_size, -1)
 
 
 def _build_augment(cfg: Config) -> MultiCropAugment:

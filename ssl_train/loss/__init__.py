@@ -1,12 +1,13 @@
 """Self-supervised losses of the DINOv3 recipe (DINO, iBOT, KoLeo, Gram anchoring) and teacher centering.
 
-One loss per module; every module docstring states its reference, formula, normalisation and shapes.
+One loss per module; every module docstring states its reference, formula, normalisation and shapes. The
+iBOT masks are drawn with the data (:mod:`ssl_train.data.masking`).
 """
 
 from ssl_train.loss.centering import SoftmaxCentering, sinkhorn_knopp
 from ssl_train.loss.dino import DINOLoss
 from ssl_train.loss.gram import GramLoss
-from ssl_train.loss.ibot import IBOTPatchLoss, block_mask, paint_blocks, sample_mask_blocks, sample_masks
+from ssl_train.loss.ibot import IBOTPatchLoss
 from ssl_train.loss.koleo import KoLeoLoss
 
 __all__ = [
@@ -15,9 +16,5 @@ __all__ = [
     "IBOTPatchLoss",
     "KoLeoLoss",
     "SoftmaxCentering",
-    "block_mask",
-    "paint_blocks",
-    "sample_mask_blocks",
-    "sample_masks",
     "sinkhorn_knopp",
 ]

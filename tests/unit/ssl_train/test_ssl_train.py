@@ -17,7 +17,7 @@ from support.ssl_runs import metrics, student_teacher_state, tiny_config
 from orthonode.inference.knn import knn_classify
 from ssl_train.cli import main
 from ssl_train.config import config_from_dict, config_to_dict, load_config
-from ssl_train.train import epoch_batches, fit, global_masks, latest_checkpoint, load_checkpoint
+from ssl_train.train import epoch_batches, fit, latest_checkpoint, load_checkpoint
 
 # --------------------------------------------------------------------------------------------- pieces
 
@@ -31,15 +31,6 @@ def test_epoch_batches_shard_the_global_batch() -> None:
     assert one != epoch_batches(10, batch_size=4, seed=3, epoch=2, rank=0, world=1, iterations=2)
     longer = epoch_batches(3, batch_size=2, seed=0, epoch=0, rank=0, world=1, iterations=4)
     assert len(longer) == 4 and all(len(b) == 2 for b in longer)
-
-
-def test_global_masks_are_sliced_per_rank(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path, tmp_path / "m.csv", "loss.mask.probability=0.75")
-    full = global_masks(cfg, 5, grid=(2, 2), rank=0, world=1, batch_size=4).view(2, 4, 4)
-    r0 = global_masks(cfg, 5, grid=(2, 2), rank=0, world=2, batch_size=2).view(2, 2, 4)
-    r1 = global_masks(cfg, 5, grid=(2, 2), rank=1, world=2, batch_size=2).view(2, 2, 4)
-    assert torch.equal(torch.cat([r0, r1], dim=1), full)
-    assert int(full.any(dim=-1).sum()) == 6  # 0.75 of the 8 global crops are masked
 
 
 def test_knn_classify_weighted_votes() -> None:
