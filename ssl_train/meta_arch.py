@@ -7,9 +7,10 @@ References
 * Oquab et al., "DINOv2", arXiv:2304.07193 -- Sinkhorn-Knopp teacher targets, KoLeo on the student CLS.
 * Siméoni et al., "DINOv3", arXiv:2508.10104, Section 4 -- Gram anchoring against an earlier teacher.
 
-One training step (``SSLMetaArch.forward``), with ``n_g`` global crops, ``n_l`` local crops, ``B`` images per
-process, ``K`` prototypes and ``N`` patches per global crop. Crops are stacked crop-major: row ``c * B + b``
-is crop ``c`` of image ``b``.
+One training step (``SSLMetaArch.forward``: ``get_teacher_output``, ``get_student_output``,
+``compute_losses``, the split of DINOv3's ``ssl_meta_arch.py``), with ``n_g`` global crops, ``n_l`` local
+crops, ``B`` images per process, ``K`` prototypes and ``N`` patches per global crop (``N`` from the
+backbone's own patch size). Crops are stacked crop-major: row ``c * B + b`` is crop ``c`` of image ``b``.
 
 * teacher (no grad) on the global crops ``[n_g * B, 1, G, G]``: CLS -> DINO head -> centering (Sinkhorn-
   Knopp over the global batch, or softmax centering) -> ``[n_g, B, K]`` targets; patch tokens at the masked
@@ -20,11 +21,11 @@ is crop ``c`` of image ``b``.
 * ``ibot``: :class:`ssl_train.loss.IBOTPatchLoss` on the masked patches, normalised over the images with a
   mask in the GLOBAL batch (the count is all-reduced), so a DDP run equals a 1-process run;
 * ``koleo``: :class:`ssl_train.loss.KoLeoLoss` on the student backbone CLS of each global crop, summed over
-  the global crops (DINOv2); with ``koleo_distributed`` the features of all processes are gathered with a
+  the global crops (DINOv2); with ``loss.koleo_distributed`` the features of all processes are gathered with a
   differentiable all-gather first, so the nearest neighbours come from the global batch;
 * ``gram``: :class:`ssl_train.loss.GramLoss` between the student patch tokens of the (masked) global crops
   and the frozen Gram teacher's patch tokens of the same, unmasked crops; active once the Gram teacher has
-  been taken (``gram_start_iteration``);
+  been taken (``loss.gram.start_iteration``);
 * ``total`` = weighted sum.
 
 Gradients: every loss is a mean over this process's images (or, for KoLeo / iBOT, scaled so that the DDP
@@ -35,64 +36,68 @@ gradient average equals the gradient of the global-batch loss). The returned val
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ssl_train.config import Config, CropsConfig, HeadConfig, LossConfig, ModelConfig
 from ssl_train.loss import DINOLoss, GramLoss, IBOTPatchLoss, KoLeoLoss, SoftmaxCentering, sinkhorn_knopp
 from ssl_train.models.backbone import SSLBackbone
 from ssl_train.models.heads import DINOHead
 from ssl_train.parallel import ema_update, reshard
 
-__all__ = ["HeadSpec", "MetaArchConfig", "SSLMetaArch"]
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """Dimensions of one projection head."""
-
-    num_prototypes: int = 65536
-    hidden_dim: int = 2048
-    bottleneck_dim: int = 256
-    n_layers: int = 3
+__all__ = ["MetaArchConfig", "SSLMetaArch", "StudentOutput", "TeacherOutput", "build_meta_arch"]
 
 
 @dataclass(frozen=True)
 class MetaArchConfig:
-    """What :class:`SSLMetaArch` needs (the trainer fills it from :class:`ssl_train.config.Config`)."""
+    """What :class:`SSLMetaArch` reads of a run configuration: its ``model`` and ``loss`` sections as they
+    are, and the ``crops`` section for the global crops' size and count (one home for each setting:
+    :mod:`ssl_train.config`)."""
 
-    arch: str = "vit_test_patch16_dinov3"
-    img_size: int = 224
-    in_chans: int = 3
-    drop_path_rate: float = 0.0
-    layer_scale_init: float | None = None
-    n_global: int = 2
-    dino_head: HeadSpec = HeadSpec()
-    ibot_separate_head: bool = True
-    ibot_head: HeadSpec = HeadSpec()
-    centering: Literal["sinkhorn_knopp", "softmax"] = "sinkhorn_knopp"
-    center_momentum: float = 0.9
-    sinkhorn_iterations: int = 3
-    student_temp: float = 0.1
-    dino_weight: float = 1.0
-    ibot_weight: float = 1.0
-    koleo_weight: float = 0.1
-    koleo_distributed: bool = True
-    gram_enabled: bool = False
-    gram_weight: float = 1.0
-    gram_start_iteration: int = 0
-    gram_refresh_every: int = 0
-    gram_remove_negatives: bool = False
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    crops: CropsConfig = field(default_factory=CropsConfig)
+
+    @classmethod
+    def of(cls, cfg: Config) -> MetaArchConfig:
+        """The sections of ``cfg`` the model uses."""
+        return cls(model=cfg.model, loss=cfg.loss, crops=cfg.crops)
+
+    @property
+    def n_global(self) -> int:
+        """Global crops per image (``crops.n_global``)."""
+        return self.crops.n_global
+
+
+@dataclass
+class TeacherOutput:
+    """The teacher side of one step: DINO targets ``[n_g, B, K]``, iBOT targets ``[M, K]`` of the masked
+    patches (``None`` for a CNN) and the Gram teacher's patch tokens ``[n_g * B, N, D]`` (``None`` while
+    Gram anchoring is inactive)."""
+
+    dino_targets: Tensor
+    ibot_targets: Tensor | None
+    gram_patches: Tensor | None
+
+
+@dataclass
+class StudentOutput:
+    """The student side of one step: CLS logits ``[n_g + n_l, B, K]`` (global crops first) and the
+    backbone's CLS ``[n_g * B, D]`` and patch tokens ``[n_g * B, N, D]`` of the (masked) global crops."""
+
+    cls_logits: Tensor
+    global_cls: Tensor
+    global_patches: Tensor
 
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _make_head(in_dim: int, spec: HeadSpec) -> DINOHead:
+def _make_head(in_dim: int, spec: HeadConfig) -> DINOHead:
     return DINOHead(
         in_dim,
         spec.num_prototypes,
@@ -105,19 +110,19 @@ def _make_head(in_dim: int, spec: HeadSpec) -> DINOHead:
 class _Network(nn.Module):
     """Backbone plus DINO head plus (optionally separate) iBOT head."""
 
-    def __init__(self, cfg: MetaArchConfig) -> None:
+    def __init__(self, model: ModelConfig, img_size: int) -> None:
         super().__init__()
         self.backbone = SSLBackbone(
-            cfg.arch,
-            img_size=cfg.img_size,
-            in_chans=cfg.in_chans,
-            drop_path_rate=cfg.drop_path_rate,
-            layer_scale_init=cfg.layer_scale_init,
+            model.arch,
+            img_size=img_size,
+            in_chans=model.in_chans,
+            drop_path_rate=model.drop_path_rate,
+            layer_scale_init=model.layer_scale_init,
         )
-        self.dino_head = _make_head(self.backbone.embed_dim, cfg.dino_head)
-        separate = cfg.ibot_separate_head and self.backbone.is_vit  # a CNN has no masked patches
+        self.dino_head = _make_head(self.backbone.embed_dim, model.dino_head)
+        separate = model.ibot_separate_head and self.backbone.is_vit  # a CNN has no masked patches
         self.ibot_head: DINOHead | None = (
-            _make_head(self.backbone.embed_dim, cfg.ibot_head) if separate else None
+            _make_head(self.backbone.embed_dim, model.ibot_head) if separate else None
         )
 
     def patch_head(self) -> DINOHead:
@@ -146,31 +151,33 @@ class SSLMetaArch(nn.Module):
 
     def __init__(self, cfg: MetaArchConfig) -> None:
         super().__init__()
+        loss, gram = cfg.loss, cfg.loss.gram
         if cfg.n_global < 1:
             raise ValueError(f"n_global must be >= 1, got {cfg.n_global}")
-        if cfg.centering not in ("sinkhorn_knopp", "softmax"):
-            raise ValueError(f"centering must be 'sinkhorn_knopp' or 'softmax', got {cfg.centering!r}")
-        if cfg.gram_start_iteration < 0 or cfg.gram_refresh_every < 0:
+        if loss.centering not in ("sinkhorn_knopp", "softmax"):
+            raise ValueError(f"centering must be 'sinkhorn_knopp' or 'softmax', got {loss.centering!r}")
+        if gram.start_iteration < 0 or gram.refresh_every < 0:
             raise ValueError("gram_start_iteration and gram_refresh_every must be >= 0")
         self.cfg = cfg
-        self.student = _Network(cfg)
+        self.student = _Network(cfg.model, cfg.crops.global_size)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
         self.gram_teacher: SSLBackbone | None = None
-        if cfg.gram_enabled:
+        if gram.enabled:
             self.gram_teacher = copy.deepcopy(self.student.backbone)
             self.gram_teacher.requires_grad_(False)
         self.register_buffer("gram_active", torch.zeros((), dtype=torch.bool))
-        self.dino_loss = DINOLoss(cfg.student_temp)
-        self.ibot_loss = IBOTPatchLoss(cfg.student_temp, average_over="all_images")
+        self.dino_loss = DINOLoss(loss.student_temp)
+        self.ibot_loss = IBOTPatchLoss(loss.student_temp, average_over="all_images")
         self.koleo_loss = KoLeoLoss()
-        self.gram_loss = GramLoss(remove_negatives=cfg.gram_remove_negatives)
+        self.gram_loss = GramLoss(remove_negatives=gram.remove_negatives)
         self.dino_center: SoftmaxCentering | None = None
         self.ibot_center: SoftmaxCentering | None = None
-        if cfg.centering == "softmax":
-            self.dino_center = SoftmaxCentering(cfg.dino_head.num_prototypes, cfg.center_momentum)
-            patch_k = (cfg.ibot_head if cfg.ibot_separate_head else cfg.dino_head).num_prototypes
-            self.ibot_center = SoftmaxCentering(patch_k, cfg.center_momentum)
+        if loss.centering == "softmax":
+            model = cfg.model
+            self.dino_center = SoftmaxCentering(model.dino_head.num_prototypes, loss.center_momentum)
+            patch_k = (model.ibot_head if model.ibot_separate_head else model.dino_head).num_prototypes
+            self.ibot_center = SoftmaxCentering(patch_k, loss.center_momentum)
 
     gram_active: Tensor
 
@@ -210,13 +217,13 @@ class SSLMetaArch(nn.Module):
 
     def gram_refresh_due(self, iteration: int) -> bool:
         """True when the Gram teacher must be (re)taken before iteration ``iteration`` runs."""
-        cfg = self.cfg
-        if self.gram_teacher is None or iteration < cfg.gram_start_iteration:
+        gram = self.cfg.loss.gram
+        if self.gram_teacher is None or iteration < gram.start_iteration:
             return False
-        if iteration == cfg.gram_start_iteration:
+        if iteration == gram.start_iteration:
             return True
-        since = iteration - cfg.gram_start_iteration
-        return cfg.gram_refresh_every > 0 and since % cfg.gram_refresh_every == 0
+        since = iteration - gram.start_iteration
+        return gram.refresh_every > 0 and since % gram.refresh_every == 0
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         """Student prototype matrices (frozen during the first epoch)."""
@@ -226,7 +233,7 @@ class SSLMetaArch(nn.Module):
 
     def _center(self, logits: Tensor, temp: float, center: SoftmaxCentering | None) -> Tensor:
         if center is None:
-            return sinkhorn_knopp(logits, temp, self.cfg.sinkhorn_iterations)
+            return sinkhorn_knopp(logits, temp, self.cfg.loss.sinkhorn_iterations)
         probs = center(logits, temp)
         center.update(logits)
         return probs
@@ -239,7 +246,7 @@ class SSLMetaArch(nn.Module):
         *,
         teacher_temp: float,
     ) -> dict[str, Tensor]:
-        """One step's losses.
+        """One step's losses: teacher output, student output, losses (DINOv3's ``ssl_meta_arch`` split).
 
         Args:
             global_crops: ``[n_g * B, C, G, G]`` crop-major.
@@ -250,54 +257,37 @@ class SSLMetaArch(nn.Module):
         Returns:
             ``{"dino", "ibot", "koleo", "gram", "total"}`` scalars (``gram`` is 0 while inactive).
         """
-        cfg = self.cfg
-        n_g = cfg.n_global
+        self._check_inputs(global_crops, masks)
+        teacher = self.get_teacher_output(global_crops, masks, teacher_temp=teacher_temp)
+        student = self.get_student_output(global_crops, local_crops, masks)
+        return self.compute_losses(teacher, student, masks)
+
+    def _check_inputs(self, global_crops: Tensor, masks: Tensor) -> None:
+        """Raise ``ValueError`` for global crops or masks of the wrong shape (the grid is the backbone's)."""
+        n_g = self.cfg.n_global
         if global_crops.shape[0] % n_g:
             raise ValueError(f"{global_crops.shape[0]} global crop rows are not a multiple of n_global={n_g}")
-        batch = global_crops.shape[0] // n_g
         grid_h, grid_w = self.student.backbone.grid(global_crops.shape[-2], global_crops.shape[-1])
         if masks.shape != (global_crops.shape[0], grid_h * grid_w) or masks.dtype != torch.bool:
             raise ValueError(
                 f"masks must be bool [n_g * B, N] = [{global_crops.shape[0]}, {grid_h * grid_w}], got "
                 f"{masks.dtype} {tuple(masks.shape)}"
             )
-        vit = self.student.backbone.is_vit
-        if not vit and bool(masks.any()):
-            raise ValueError(f"{cfg.arch} is a CNN: iBOT masks must be empty (set loss.ibot_weight: 0)")
-        t_dino, t_ibot, g_patches = self._teacher_targets(global_crops, masks, teacher_temp, batch)
-
-        # ---- student
-        s_global = self.student.backbone(global_crops, masks if vit else None)
-        cls_tokens = [s_global.cls]
-        if local_crops is not None and local_crops.shape[0] > 0:
-            cls_tokens.append(self.student.backbone(local_crops).cls)
-        s_cls_logits = self.student.dino_head(torch.cat(cls_tokens, dim=0))
-        n_crops = s_cls_logits.shape[0] // batch
-        dino = self.dino_loss(s_cls_logits.view(n_crops, batch, -1), t_dino)
-        zero = s_cls_logits.new_zeros(())
-        ibot = self._ibot(s_global.patches, t_ibot, masks) if t_ibot is not None else zero
-        koleo = self._koleo(s_global.cls, zero) if cfg.koleo_weight > 0 else zero
-        gram = zero
-        if g_patches is not None:
-            gram = self.gram_loss(s_global.patches, g_patches)
-
-        total = cfg.dino_weight * dino + cfg.ibot_weight * ibot + cfg.koleo_weight * koleo
-        if g_patches is not None:
-            total = total + cfg.gram_weight * gram
-        return {
-            "dino": dino.float(),
-            "ibot": ibot.float(),
-            "koleo": koleo.float(),
-            "gram": gram.float(),
-            "total": total.float(),
-        }
+        if not self.student.backbone.is_vit and bool(masks.any()):
+            raise ValueError(
+                f"{self.cfg.model.arch} is a CNN: iBOT masks must be empty (set loss.ibot_weight: 0)"
+            )
 
     @torch.no_grad()
-    def _teacher_targets(
-        self, global_crops: Tensor, masks: Tensor, teacher_temp: float, batch: int
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """``(DINO targets [n_g, B, K], iBOT targets [M, K] or None for a CNN, Gram patches or None)``."""
+    def get_teacher_output(
+        self, global_crops: Tensor, masks: Tensor, *, teacher_temp: float
+    ) -> TeacherOutput:
+        """Centered DINO and iBOT targets of the EMA teacher, and the Gram teacher's patch tokens (no grad).
+
+        The teacher sees the unmasked global crops; its iBOT targets are taken at the masked positions.
+        """
         n_g = self.cfg.n_global
+        batch = global_crops.shape[0] // n_g
         t_out = self.teacher.backbone(global_crops)
         t_cls_logits = self.teacher.dino_head(t_out.cls)  # [n_g * B, K]
         t_dino = self._center(t_cls_logits.float(), teacher_temp, self.dino_center).view(n_g, batch, -1)
@@ -311,7 +301,51 @@ class SSLMetaArch(nn.Module):
         reshard(self.teacher)  # under FSDP: free the teacher's gathered weights before the student runs
         if self.gram_teacher is not None:
             reshard(self.gram_teacher)
-        return t_dino, t_ibot, g_patches
+        return TeacherOutput(dino_targets=t_dino, ibot_targets=t_ibot, gram_patches=g_patches)
+
+    def get_student_output(
+        self, global_crops: Tensor, local_crops: Tensor | None, masks: Tensor
+    ) -> StudentOutput:
+        """The student backbone on the masked global crops and the local crops, and its DINO head on every
+        crop's CLS."""
+        batch = global_crops.shape[0] // self.cfg.n_global
+        s_global = self.student.backbone(global_crops, masks if self.student.backbone.is_vit else None)
+        cls_tokens = [s_global.cls]
+        if local_crops is not None and local_crops.shape[0] > 0:
+            cls_tokens.append(self.student.backbone(local_crops).cls)
+        s_cls_logits = self.student.dino_head(torch.cat(cls_tokens, dim=0))
+        n_crops = s_cls_logits.shape[0] // batch
+        return StudentOutput(
+            cls_logits=s_cls_logits.view(n_crops, batch, -1),
+            global_cls=s_global.cls,
+            global_patches=s_global.patches,
+        )
+
+    def compute_losses(
+        self, teacher: TeacherOutput, student: StudentOutput, masks: Tensor
+    ) -> dict[str, Tensor]:
+        """DINO, iBOT, KoLeo and Gram losses and their weighted ``total`` (see the module docstring)."""
+        loss = self.cfg.loss
+        dino = self.dino_loss(student.cls_logits, teacher.dino_targets)
+        zero = student.cls_logits.new_zeros(())
+        ibot = zero
+        if teacher.ibot_targets is not None:
+            ibot = self._ibot(student.global_patches, teacher.ibot_targets, masks)
+        koleo = self._koleo(student.global_cls, zero) if loss.koleo_weight > 0 else zero
+        gram = zero
+        if teacher.gram_patches is not None:
+            gram = self.gram_loss(student.global_patches, teacher.gram_patches)
+
+        total = loss.dino_weight * dino + loss.ibot_weight * ibot + loss.koleo_weight * koleo
+        if teacher.gram_patches is not None:
+            total = total + loss.gram.weight * gram
+        return {
+            "dino": dino.float(),
+            "ibot": ibot.float(),
+            "koleo": koleo.float(),
+            "gram": gram.float(),
+            "total": total.float(),
+        }
 
     def _ibot(self, s_patches: Tensor, t_ibot: Tensor, masks: Tensor) -> Tensor:
         """The iBOT loss normalised over the images with a mask in the GLOBAL batch (see the module doc)."""
@@ -328,7 +362,7 @@ class SSLMetaArch(nn.Module):
 
     def _koleo(self, s_cls: Tensor, zero: Tensor) -> Tensor:
         """KoLeo on the student's pooled features of each global crop, summed over the global crops."""
-        gathered = self.cfg.koleo_distributed and _distributed()
+        gathered = self.cfg.loss.koleo_distributed and _distributed()
         koleo = zero
         for chunk in s_cls.chunk(self.cfg.n_global, dim=0):
             feats = _gather_with_grad(chunk.float()) if gathered else chunk
@@ -336,3 +370,8 @@ class SSLMetaArch(nn.Module):
         # every process computes the same global KoLeo; its gradient reaches each process's own
         # features scaled by world (all-gather backward sums), and DDP divides by world again.
         return koleo
+
+
+def build_meta_arch(cfg: Config) -> SSLMetaArch:
+    """The student / teacher model of ``cfg`` (random init from the current torch RNG)."""
+    return SSLMetaArch(MetaArchConfig.of(cfg))

@@ -57,7 +57,7 @@ from ssl_train.config import Config, ConfigError, config_from_dict, config_to_di
 from ssl_train.data import ManifestDataset
 from ssl_train.data.dataset import item_seed
 from ssl_train.data.masking import global_masks
-from ssl_train.meta_arch import HeadSpec, MetaArchConfig, SSLMetaArch
+from ssl_train.meta_arch import SSLMetaArch, build_meta_arch
 from ssl_train.parallel import full_model_state, full_optimizer_state, load_full_state, shard_meta_arch
 from ssl_train.schedules import Schedules, apply_schedule, param_groups
 
@@ -218,41 +218,6 @@ def _build_dataset(cfg: Config) -> ManifestDataset:
 
 # --------------------------------------------------------------------------------------------------------
 # model, optimizer, schedules
-
-
-def build_meta_arch(cfg: Config) -> SSLMetaArch:
-    """The student / teacher model of ``cfg`` (random init from the current torch RNG)."""
-    m, loss = cfg.model, cfg.loss
-
-    def head(h: Any) -> HeadSpec:
-        return HeadSpec(h.num_prototypes, h.hidden_dim, h.bottleneck_dim, h.n_layers)
-
-    return SSLMetaArch(
-        MetaArchConfig(
-            arch=m.arch,
-            img_size=cfg.crops.global_size,
-            in_chans=m.in_chans,
-            drop_path_rate=m.drop_path_rate,
-            layer_scale_init=m.layer_scale_init,
-            n_global=cfg.crops.n_global,
-            dino_head=head(m.dino_head),
-            ibot_separate_head=m.ibot_separate_head,
-            ibot_head=head(m.ibot_head),
-            centering=loss.centering,
-            center_momentum=loss.center_momentum,
-            sinkhorn_iterations=loss.sinkhorn_iterations,
-            student_temp=loss.student_temp,
-            dino_weight=loss.dino_weight,
-            ibot_weight=loss.ibot_weight,
-            koleo_weight=loss.koleo_weight,
-            koleo_distributed=loss.koleo_distributed,
-            gram_enabled=loss.gram.enabled,
-            gram_weight=loss.gram.weight,
-            gram_start_iteration=loss.gram.start_iteration,
-            gram_refresh_every=loss.gram.refresh_every,
-            gram_remove_negatives=loss.gram.remove_negatives,
-        )
-    )
 
 
 def initial_weights(cfg: Config) -> dict[str, Tensor]:

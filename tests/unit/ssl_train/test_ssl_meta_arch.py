@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
-from ssl_train.meta_arch import HeadSpec, MetaArchConfig, SSLMetaArch
+from ssl_train.config import CropsConfig, GramConfig, HeadConfig, LossConfig, ModelConfig
+from ssl_train.meta_arch import MetaArchConfig, SSLMetaArch
 
-HEAD = HeadSpec(num_prototypes=32, hidden_dim=16, bottleneck_dim=8, n_layers=2)
+HEAD = HeadConfig(num_prototypes=32, hidden_dim=16, bottleneck_dim=8, n_layers=2)
 
 
-def make(**kw: object) -> SSLMetaArch:
+def make(*, ibot_separate_head: bool = True, gram: GramConfig | None = None, **loss: Any) -> SSLMetaArch:
+    """The meta arch of the config sections themselves: a tiny model, ``loss`` fields as given."""
     torch.manual_seed(0)
-    cfg = MetaArchConfig(arch="vit_test_patch16_dinov3", img_size=32, dino_head=HEAD, ibot_head=HEAD, **kw)  # type: ignore[arg-type]
-    return SSLMetaArch(cfg)
+    model = ModelConfig(
+        arch="vit_test_patch16_dinov3", dino_head=HEAD, ibot_head=HEAD, ibot_separate_head=ibot_separate_head
+    )
+    loss_cfg = LossConfig(gram=gram or GramConfig(), **loss)
+    return SSLMetaArch(MetaArchConfig(model=model, loss=loss_cfg, crops=CropsConfig(global_size=32)))
 
 
 def crops(batch: int = 3, n_local: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -113,7 +120,7 @@ def test_ema_update_formula() -> None:
 
 
 def test_gram_teacher_refresh_schedule_and_loss() -> None:
-    meta = make(gram_enabled=True, gram_start_iteration=3, gram_refresh_every=2)
+    meta = make(gram=GramConfig(enabled=True, start_iteration=3, refresh_every=2))
     due = [meta.gram_refresh_due(i) for i in range(9)]
     assert due == [False, False, False, True, False, True, False, True, False]
     g, loc, masks = crops()
@@ -144,3 +151,40 @@ def test_shared_ibot_head_and_teacher_eval_mode() -> None:
     with pytest.raises(ValueError, match="masks"):
         g, loc, masks = crops()
         meta(g, loc, masks[:, :3], teacher_temp=0.04)
+
+
+def test_meta_arch_config_is_the_config_sections(tmp_path: Any) -> None:
+    from support.ssl_runs import tiny_config
+
+    cfg = tiny_config(tmp_path, tmp_path / "m.csv", "loss.koleo_weight=0.25", "loss.gram.enabled=true")
+    meta_cfg = MetaArchConfig.of(cfg)
+    assert meta_cfg.model is cfg.model and meta_cfg.loss is cfg.loss and meta_cfg.crops is cfg.crops
+    assert meta_cfg.n_global == cfg.crops.n_global
+    meta = SSLMetaArch(meta_cfg)
+    assert meta.gram_teacher is not None and meta.student.dino_head.num_prototypes == 32
+
+
+def test_patch_size_is_read_from_the_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A patch-8 tiny ViT: grid, masks and every loss follow the backbone's patch size, not 16."""
+    import ssl_train.models.backbone as backbone_module
+    from orthonode.inference.backbones import create_backbone
+
+    def patch8(arch: str, **kw: Any) -> torch.nn.Module:
+        return create_backbone(arch, patch_size=8, **kw)
+
+    monkeypatch.setattr(backbone_module, "create_backbone", patch8)
+    meta = make(centering="softmax")
+    assert meta.student.backbone.patch_size == 8 and meta.teacher.backbone.patch_size == 8
+    assert meta.student.backbone.grid(32, 32) == (4, 4)
+    g, loc, _ = crops()
+    masks = torch.zeros(6, 16, dtype=torch.bool)  # (32 / 8) ** 2 patches per global crop
+    masks[0, :5] = True
+    masks[4, 9] = True
+    teacher = meta.get_teacher_output(g, masks, teacher_temp=0.04)
+    assert teacher.ibot_targets is not None and teacher.ibot_targets.shape == (6, 32)
+    student = meta.get_student_output(g, loc, masks)
+    assert student.global_patches.shape == (6, 16, 48) and student.cls_logits.shape == (4, 3, 32)
+    out = meta(g, loc, masks, teacher_temp=0.04)
+    assert all(bool(torch.isfinite(v)) for v in out.values()) and float(out["ibot"]) > 0
+    with pytest.raises(ValueError, match="masks"):  # the patch-16 grid's masks are refused
+        meta(g, loc, masks[:, :4], teacher_temp=0.04)
