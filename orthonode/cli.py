@@ -287,6 +287,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OrthonodeError as exc:
         print(f"orthonode: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        from orthonode.index.db import unreachable  # sqlalchemy is loaded by then, or this is no DB error
+
+        reason = unreachable(exc)
+        if reason is None:
+            raise
+        # One line, not a stack: the operator (or `orthonode serve`, restarting its worker) retries.
+        print(f"orthonode: the index database is unavailable ({reason})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 2

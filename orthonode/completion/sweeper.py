@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from orthonode import metrics
 from orthonode.completion.policy import Action, CompletionRules, SeriesTiming, StudyTiming, decide
 from orthonode.completion.selection import RoutingDecision, SeriesFacts, StudyFacts, route_study
-from orthonode.index import deliveries, studies
+from orthonode.index import db, deliveries, studies
 from orthonode.index import jobs as job_rows
 from orthonode.index.db import transaction
 from orthonode.index.models import Series, Study, StudyState, utcnow
@@ -256,11 +256,20 @@ class Sweeper:
     # -- the loop ---------------------------------------------------------------------------------
     def run_forever(self) -> None:
         interval = self.rt.settings.sweep_interval_seconds
+        outage: str | None = None  # the database's last "unreachable" reason, logged once per outage
         while not self._stop.is_set():
             try:
                 self.sweep_once()
-            except Exception:
-                log.exception("sweep failed; retrying in %.1fs", interval)
+                if outage is not None:
+                    log.info("index database reachable again; sweeping")
+                    outage = None
+            except Exception as exc:
+                reason = db.unreachable(exc)
+                if reason is None:
+                    log.exception("sweep failed; retrying in %.1fs", interval)
+                elif outage is None:
+                    log.error("index database unavailable (%s); retrying every %.1fs", reason, interval)
+                    outage = reason
             self._stop.wait(interval)
 
     def start(self) -> None:

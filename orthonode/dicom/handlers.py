@@ -23,7 +23,7 @@ from orthonode.dicom.contexts import StoreStatus
 from orthonode.dicom.header import read_header
 from orthonode.dicom.storage import InstanceStore, file_sha256
 from orthonode.errors import RejectedInstance
-from orthonode.index import studies
+from orthonode.index import db, studies
 from orthonode.index.db import transaction
 from orthonode.index.models import utcnow
 from orthonode.index.studies import InstanceRefused, RecordOutcome, Refusal, StoredCopy
@@ -118,8 +118,14 @@ class StoreHandlers:
                 )
                 log.warning("quarantined as %s", kept.name)
             return status(exc.status, exc.reason)
-        except Exception:
-            log.exception("C-STORE from %s failed inside the node; answered Out of Resources", peer)
+        except Exception as exc:
+            reason = db.unreachable(exc)
+            if reason is None:
+                log.exception("C-STORE from %s failed inside the node; answered Out of Resources", peer)
+            else:  # one line per refusal while the database is away, not a stack trace each
+                log.error(
+                    "C-STORE from %s refused 0xA700: the index database is unavailable (%s)", peer, reason
+                )
             metrics.STORE_REFUSED.labels(status=f"0x{StoreStatus.OUT_OF_RESOURCES:04X}").inc()
             return status(StoreStatus.OUT_OF_RESOURCES, "internal error in the receiving node; retry later")
         finally:

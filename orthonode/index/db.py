@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,18 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """One line saying why the index database cannot be used now, when ``exc`` is the driver's word that
+    it cannot be reached or has gone away (server stopped, connection cut, disk or lock trouble); ``None``
+    for any other error. The line is the driver's first line only: SQLAlchemy's full message carries the
+    statement and its parameters, which may hold patient data, and never goes to the log."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return None
+    cause = exc.orig if exc.orig is not None else exc
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return f"{type(cause).__name__}: {first[:200]}"
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

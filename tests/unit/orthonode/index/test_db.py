@@ -26,3 +26,17 @@ def test_transaction_rolls_back_on_error(index: Index) -> None:
 def test_naive_datetimes_are_refused(index: Index) -> None:
     with pytest.raises(StatementError, match="naive datetime"):
         record(index, header(), now=datetime(2024, 1, 2, 10, 0, 0))
+
+
+def test_unreachable_says_why_in_one_line_without_the_statement_or_its_parameters() -> None:
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from orthonode.index.db import unreachable
+
+    cause = ConnectionRefusedError("connection failed: server at 127.0.0.1:5432 refused\nis it running?")
+    exc = OperationalError("INSERT INTO studies (patient_id) VALUES (%s)", ("PAT-SECRET-1",), cause)
+    reason = unreachable(exc)
+    assert reason == "ConnectionRefusedError: connection failed: server at 127.0.0.1:5432 refused"
+    assert "PAT-SECRET-1" not in reason and "INSERT" not in reason
+    assert unreachable(IntegrityError("INSERT", {}, Exception("duplicate"))) is None
+    assert unreachable(ValueError("not a database error")) is None
