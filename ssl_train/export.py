@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from orthonode.inference.encoder import EncoderCard, save_encoder
+from ssl_train.checkpoint import config_of_run, latest_checkpoint, load_checkpoint
 from ssl_train.config import config_to_dict
+from ssl_train.errors import TrainingError
 from ssl_train.models.backbone import SSLBackbone
-from ssl_train.train import TrainingError, config_of_run, latest_checkpoint, load_checkpoint
 
 __all__ = ["export_run"]
 

@@ -6,6 +6,7 @@
 * :mod:`orthonode.inference.intensity` -- stored pixels to float32 ``[0, 1]`` (DICOM PS3.3 C.11 LUTs,
   MONOCHROME1, per-volume percentile windows for MR, ``/255`` for 8-bit rasters).
 * :mod:`ssl_train.data.dataset` -- a torch ``Dataset`` of ``[1, H, W]`` tensors with a decoded-slice cache.
+* :mod:`ssl_train.data.batches` -- a run's multi-crop dataset and each process's batches of an iteration.
 * :mod:`ssl_train.data.masking` -- the iBOT block masks of each iteration's student global crops.
 """
 

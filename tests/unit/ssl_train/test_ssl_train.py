@@ -17,20 +17,9 @@ from support.ssl_runs import metrics, student_teacher_state, tiny_config
 from orthonode.inference.knn import knn_classify
 from ssl_train.cli import main
 from ssl_train.config import config_from_dict, config_to_dict, load_config
-from ssl_train.train import epoch_batches, fit, latest_checkpoint, load_checkpoint
+from ssl_train.train import fit, latest_checkpoint, load_checkpoint
 
 # --------------------------------------------------------------------------------------------- pieces
-
-
-def test_epoch_batches_shard_the_global_batch() -> None:
-    one = epoch_batches(10, batch_size=4, seed=3, epoch=1, rank=0, world=1, iterations=2)
-    r0 = epoch_batches(10, batch_size=2, seed=3, epoch=1, rank=0, world=2, iterations=2)
-    r1 = epoch_batches(10, batch_size=2, seed=3, epoch=1, rank=1, world=2, iterations=2)
-    assert [a + b for a, b in zip(r0, r1, strict=True)] == one
-    assert len(set(one[0] + one[1])) == 8  # no repeats within an epoch
-    assert one != epoch_batches(10, batch_size=4, seed=3, epoch=2, rank=0, world=1, iterations=2)
-    longer = epoch_batches(3, batch_size=2, seed=0, epoch=0, rank=0, world=1, iterations=4)
-    assert len(longer) == 4 and all(len(b) == 2 for b in longer)
 
 
 def test_knn_classify_weighted_votes() -> None:
@@ -111,6 +100,25 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path, png_manifest
     assert sa.keys() == sb.keys()
     for key in sa:
         assert torch.equal(sa[key], sb[key]), key
+
+
+def test_patch8_vit_run_uses_the_backbones_grid(
+    tmp_path: Path, png_manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop reads the patch size from the backbone: a patch-8 tiny ViT trains with 4x4-patch masks."""
+    import ssl_train.models.backbone as backbone_module
+    from orthonode.inference.backbones import create_backbone
+
+    def patch8(arch: str, **kw: Any) -> torch.nn.Module:
+        return create_backbone(arch, patch_size=8, **kw)
+
+    monkeypatch.setattr(backbone_module, "create_backbone", patch8)
+    result = fit(tiny_config(tmp_path, png_manifest, "loss.mask.probability=1.0", "train.max_iterations=2"))
+    rows = metrics(result.run_dir)
+    assert [r["iteration"] for r in rows] == [0, 1]
+    assert all(r["ibot"] > 0 and torch.isfinite(torch.tensor(r["total"])) for r in rows)
+    state = student_teacher_state(result.run_dir)
+    assert tuple(state["student.backbone.model.patch_embed.proj.weight"].shape[-2:]) == (8, 8)
 
 
 def _ddp_worker(
