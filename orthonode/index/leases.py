@@ -28,9 +28,8 @@ Leased = TypeVar("Leased", Job, Delivery)
 
 
 class Release(StrEnum):
-    """How an attempt left a leased row."""
+    """How a failed attempt left a leased row (a finished one: ``finish`` returns True)."""
 
-    DONE = "done"  # finished by its holder
     RETRY = "retry"  # back to pending, due again at next_attempt_at
     FAILED = "failed"  # attempts used up, or a permanent error
     NOT_HELD = "not_held"  # the lease had passed to another attempt: the row is left as it is

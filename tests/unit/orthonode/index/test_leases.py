@@ -56,7 +56,7 @@ def test_lease_states() -> None:
 
 
 def test_release_values_are_the_strings_they_were() -> None:
-    assert [r.value for r in Release] == ["done", "retry", "failed", "not_held", "missing"]
+    assert [r.value for r in Release] == ["retry", "failed", "not_held", "missing"]
     assert leases.holder_name("h" * 200) == "h" * leases.HOLDER_LENGTH
 
 
