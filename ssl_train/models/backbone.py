@@ -13,13 +13,14 @@ Forward
 ``SSLBackbone.forward(x, masks)`` follows timm's ``Eva.forward_features`` step by step (``patch_embed`` ->
 optional mask-token substitution -> ``_pos_embed`` (prefix tokens, and the RoPE table of the actual token
 grid) -> ``norm_pre`` -> every block called with ``rope=`` -> ``norm``), so without masks it equals
-``model.forward_features`` exactly. The RoPE table is computed for the input's own grid (``H/16 x W/16``);
-the DINOv3 ViTs are built with ``dynamic_img_size`` so any multiple of 16 works (global and local crops).
+``model.forward_features`` exactly. The RoPE table is computed for the input's own grid (``H/p x W/p``, ``p``
+the patch size read from the model, :attr:`SSLBackbone.patch_size`: 16 for the DINOv3 ViTs); they are built
+with ``dynamic_img_size`` so any multiple of ``p`` works (global and local crops).
 (The OrthoFoundation trainer calls the blocks without the RoPE tensor; the CLS output is then invariant to
 shuffling the patches. A test here shows that ours is not.)
 
 Shapes: ``x`` ``[B, C, H, W]`` with ``C`` 1 (repeated to the backbone's 3 input channels) or ``in_chans``;
-``masks`` ``[B, (H/16) * (W/16)]`` bool (row-major, True = replaced by the mask token). Output
+``masks`` ``[B, (H/p) * (W/p)]`` bool (row-major, True = replaced by the mask token). Output
 :class:`BackboneOutput` with ``cls`` ``[B, D]``, ``registers`` ``[B, R, D]``, ``patches`` ``[B, N, D]``, all
 after the final norm.
 

@@ -23,8 +23,8 @@ def backbone() -> SSLBackbone:
     return model.eval()
 
 
-def shuffle_patches(x: torch.Tensor, perm: torch.Tensor, patch: int = 16) -> torch.Tensor:
-    """Rearrange the 16x16 patches of ``x`` [B, C, H, W] by ``perm`` (row-major patch order)."""
+def shuffle_patches(x: torch.Tensor, perm: torch.Tensor, patch: int) -> torch.Tensor:
+    """Rearrange the ``patch x patch`` patches of ``x`` [B, C, H, W] by ``perm`` (row-major patch order)."""
     b, c, h, w = x.shape
     gh, gw = h // patch, w // patch
     tiles = (
@@ -47,8 +47,9 @@ def test_plain_forward_equals_timm_forward_features(backbone: SSLBackbone) -> No
 def test_rope_is_applied_shuffling_patches_changes_cls(backbone: SSLBackbone) -> None:
     torch.manual_seed(1)
     x = torch.randn(2, 1, 64, 64)
-    perm = torch.randperm(16)
-    shuffled = shuffle_patches(x, perm)
+    patch = backbone.patch_size
+    perm = torch.randperm((64 // patch) ** 2)
+    shuffled = shuffle_patches(x, perm, patch)
     with torch.no_grad():
         cls = backbone(x).cls
         cls_shuffled = backbone(shuffled).cls
@@ -68,7 +69,8 @@ def test_masked_positions_use_the_mask_token(backbone: SSLBackbone) -> None:
     torch.manual_seed(2)
     x1 = torch.randn(1, 1, 32, 32)
     x2 = x1.clone()
-    x2[..., :16, 16:] = torch.randn(16, 16)  # patch 1 differs
+    p = backbone.patch_size  # 16: a 2x2 grid
+    x2[..., :p, p : 2 * p] = torch.randn(p, p)  # patch 1 differs
     mask = torch.tensor([[False, True, False, False]])
     with torch.no_grad():
         plain_differs = (backbone.tokens(x1) - backbone.tokens(x2)).abs().max()
