@@ -51,6 +51,11 @@ def claim(
     )
 
 
+def renew(session: Session, delivery_id: int, *, holder: str, now: datetime, lease: timedelta) -> bool:
+    """Extend a sending attempt's lease; False once it lost the delivery."""
+    return leases.renew(session, Delivery, DELIVERY_LEASE, delivery_id, holder=holder, now=now, lease=lease)
+
+
 def finish(session: Session, delivery_id: int, *, holder: str, now: datetime) -> bool:
     """Mark the delivery SENT if ``holder`` still holds it; False if its lease passed to another attempt."""
     return leases.finish(

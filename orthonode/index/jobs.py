@@ -137,6 +137,11 @@ def claim(session: Session, job_id: int, *, holder: str, now: datetime, lease: t
     )
 
 
+def renew(session: Session, job_id: int, *, holder: str, now: datetime, lease: timedelta) -> bool:
+    """Extend the running attempt's lease (the worker's heartbeat); False once it lost the job."""
+    return leases.renew(session, Job, JOB_LEASE, job_id, holder=holder, now=now, lease=lease)
+
+
 def finish(session: Session, job_id: int, *, holder: str, now: datetime, detail: str) -> bool:
     """Mark the job DONE if ``holder`` still holds it; False if its lease passed to another attempt."""
     return leases.finish(

@@ -115,6 +115,27 @@ def finish(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def renew(
+    session: Session,
+    model: type[Leased],
+    states: LeaseStates,
+    row_id: int,
+    *,
+    holder: str,
+    now: datetime,
+    lease: timedelta,
+) -> bool:
+    """Extend ``holder``'s lease to ``now + lease`` while the attempt is still working (a heartbeat: an
+    attempt slower than one lease keeps its row); False if the row is no longer held by ``holder``."""
+    result = session.execute(
+        update(model)
+        .where(model.id == row_id, model.state == states.held, model.holder == holder_name(holder))
+        .values(lease_until=now + lease)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def release(
     row: Leased,
     states: LeaseStates,

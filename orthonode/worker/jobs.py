@@ -1,6 +1,7 @@
 """Running one job: claim it, do the work, record the outcome. Safe under duplicate delivery.
 
-A job is claimed with a lease in the index (``orthonode.index.jobs.claim``); a second delivery of the
+A job is claimed with a lease in the index (``orthonode.index.jobs.claim``), renewed while the attempt
+works (``orthonode.worker.heartbeat``); a second delivery of the
 same message finds it running or done and returns. Transient failures go back to PENDING with
 exponential backoff (the sweeper hands them to the broker again when due); permanent ones end FAILED
 with the reason, which ``orthonode retry JOB`` can reset.
@@ -30,6 +31,7 @@ from orthonode.logging import job_context
 from orthonode.retries import attempt_holder, backoff
 from orthonode.runtime import Runtime
 from orthonode.send import delivery
+from orthonode.worker.heartbeat import LeaseKeeper
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,10 @@ def _attempt(rt: Runtime, job_id: int) -> JobOutcome:
                 return JobOutcome.SKIPPED
             attempt = job.attempts
         log.info("job started (attempt %d)", attempt)
+        lease = timedelta(seconds=settings.job_lease_seconds)
         try:
-            detail = _work(rt, job_id, holder)
+            with LeaseKeeper(rt.sessions, job_id, holder, lease):  # a slow attempt keeps its job
+                detail = _work(rt, job_id, holder)
         except TransientError as exc:
             return _record_failure(rt, job_id, holder, f"{exc}", backoff(attempt))
         except Exception as exc:

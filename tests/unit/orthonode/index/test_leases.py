@@ -19,7 +19,7 @@ from orthonode.index.leases import Release, Released
 from orthonode.index.models import Delivery, DeliveryState, Job, JobState
 
 
-@pytest.mark.parametrize("name", ["claim", "finish", "fail"])
+@pytest.mark.parametrize("name", ["claim", "renew", "finish", "fail"])
 def test_jobs_and_deliveries_share_names_keywords_and_return_types(name: str) -> None:
     """The same lease calls, keyword for keyword (a job's finish also takes its ``detail``)."""
     job_call: Callable[..., Any] = getattr(jobs, name)
@@ -153,3 +153,17 @@ def test_delivery_fail_and_finish_by_holder_only(index: Index) -> None:
             retry_after=None,
             max_attempts=3,
         ) == Released(Release.MISSING, None)
+
+
+def test_renew_extends_only_the_holders_lease(index: Index) -> None:
+    job_id = new_job(index)
+    assert claim(index, job_id, at(0), holder="w1") is not None
+    with transaction(index.sessions) as session:
+        assert jobs.renew(session, job_id, holder="w1", now=at(600), lease=LEASE)
+        assert not jobs.renew(session, job_id, holder="w2", now=at(600), lease=LEASE)  # not its lease
+    job = get_job(index, job_id)
+    assert job.lease_until == at(600) + LEASE and job.holder == "w1" and job.attempts == 1
+    with transaction(index.sessions) as session:  # the first lease would have expired at 900 s: not now
+        assert jobs.expire_leases(session, now=at(1000), max_attempts=5) == []
+        assert jobs.finish(session, job_id, holder="w1", now=at(1001), detail="ok")
+        assert not jobs.renew(session, job_id, holder="w1", now=at(1002), lease=LEASE)  # done: nothing held
