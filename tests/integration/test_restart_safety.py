@@ -17,37 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pynetdicom import AE, _config
 from support.node import NodeProcess, jobs_of, study_of
+from support.peers.pacs import store_until_cut
 from support.peers.synthetic import mr_series, new_study_uid, write_all
 
 pytestmark = pytest.mark.integration
-
-MR = "1.2.840.10008.5.1.4.1.1.4"
-
-
-def _send(port: int, files: list[Path], acked: list[str], stop_after: float | None = None) -> None:
-    """Send files one by one on one association; record the SOP Instance UIDs answered with Success."""
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    ae = AE(ae_title="PACS")
-    ae.add_requested_context(MR, ["1.2.840.10008.1.2.1"])
-    ae.network_timeout = ae.dimse_timeout = 10
-    assoc = ae.associate("127.0.0.1", port, ae_title="ORTHONODE")
-    if not assoc.is_established:
-        return
-    try:
-        for path in files:
-            try:
-                rsp = assoc.send_c_store(path)
-            except Exception:
-                return
-            if not assoc.is_established:
-                return
-            if "Status" in rsp and int(rsp.Status) == 0:
-                acked.append(path.name)
-    finally:
-        if assoc.is_established:
-            assoc.release()
 
 
 def test_sigkill_mid_transfer_loses_nothing_acknowledged(tmp_path: Path) -> None:
@@ -59,7 +33,9 @@ def test_sigkill_mid_transfer_loses_nothing_acknowledged(tmp_path: Path) -> None
     node.start()
     try:
         acked: list[str] = []
-        sender = threading.Thread(target=_send, args=(node.port, files, acked))
+        sender = threading.Thread(
+            target=store_until_cut, args=(node.port, files, lambda p: acked.append(p.name))
+        )
         sender.start()
         deadline = time.monotonic() + 60
         while len(acked) < 100 and time.monotonic() < deadline and sender.is_alive():
@@ -85,7 +61,7 @@ def test_sigkill_mid_transfer_loses_nothing_acknowledged(tmp_path: Path) -> None
 
         # The PACS retries the whole study (as PACS do after an aborted association).
         again: list[str] = []
-        _send(node.port, files, again)
+        store_until_cut(node.port, files, lambda p: again.append(p.name))
         assert len(again) == 300
 
         def complete(status: dict[str, Any]) -> bool:
@@ -109,7 +85,9 @@ def test_sigterm_mid_transfer_finishes_the_association_then_exits_0(tmp_path: Pa
     node.start()
     try:
         acked: list[str] = []
-        sender = threading.Thread(target=_send, args=(node.port, files, acked))
+        sender = threading.Thread(
+            target=store_until_cut, args=(node.port, files, lambda p: acked.append(p.name))
+        )
         sender.start()
         deadline = time.monotonic() + 60
         while len(acked) < 20 and time.monotonic() < deadline:

@@ -13,40 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pynetdicom import AE, _config
 from support.node import NodeProcess, jobs_of, study_of
+from support.peers.pacs import store_until_cut
 from support.peers.synthetic import mr_series, new_study_uid, write_all
 
 pytestmark = pytest.mark.integration
 
-MR = "1.2.840.10008.5.1.4.1.1.4"
 INSTANCES = 1000
 KILLS = 10
-
-
-def _send(port: int, files: list[Path], acked: set[str], lock: threading.Lock) -> None:
-    """Send ``files`` on one association; add the name of each one answered Success to ``acked``."""
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    ae = AE(ae_title="PACS")
-    ae.add_requested_context(MR, ["1.2.840.10008.1.2.1"])
-    ae.network_timeout = ae.dimse_timeout = ae.acse_timeout = 10
-    assoc = ae.associate("127.0.0.1", port, ae_title="ORTHONODE")
-    if not assoc.is_established:
-        return
-    try:
-        for path in files:
-            try:
-                rsp = assoc.send_c_store(path)
-            except Exception:
-                return
-            if not assoc.is_established:
-                return
-            if "Status" in rsp and int(rsp.Status) == 0:
-                with lock:
-                    acked.add(path.name)
-    finally:
-        if assoc.is_established:
-            assoc.release()
 
 
 def _indexed(node: NodeProcess) -> list[tuple[str, str, str]]:
@@ -64,13 +38,16 @@ def test_ten_sigkills_during_a_1000_instance_transfer_lose_nothing_and_report_on
     sop_of = {p.name: str(ds.SOPInstanceUID) for p, ds in zip(files, series, strict=True)}
     node = NodeProcess(tmp_path / "node", series_quiet_seconds=10, study_quiet_seconds=15)
     acked: set[str] = set()
-    lock = threading.Lock()
+
+    def ack(path: Path) -> None:
+        acked.add(path.name)
+
     try:
         for life in range(1, KILLS + 1):
             node.start()  # same data directory and port each time
             before = len(acked)
             remaining = [f for f in files if f.name not in acked]
-            sender = threading.Thread(target=_send, args=(node.port, remaining, acked, lock))
+            sender = threading.Thread(target=store_until_cut, args=(node.port, remaining, ack))
             sender.start()
             deadline = time.monotonic() + 60
             # Each life of the node acknowledges some 40 more instances, then dies mid-stream.
@@ -93,7 +70,7 @@ def test_ten_sigkills_during_a_1000_instance_transfer_lose_nothing_and_report_on
             remaining = [f for f in files if f.name not in acked]
             if not remaining:
                 break
-            _send(node.port, remaining, acked, lock)
+            store_until_cut(node.port, remaining, ack)
         assert len(acked) == INSTANCES
 
         def complete(status: dict[str, Any]) -> bool:
