@@ -256,11 +256,10 @@ def _show_results(pacs: Orthanc | None, sink: StoreSink | None, uid: str, output
     _say("Read back from the SR at the PACS:")
     for report in reports:
         _say(f"  {report.get('SeriesDescription', '')}")
-        for item in read_report(report):
-            side = f" ({item['laterality']})" if item.get("laterality") else ""
-            probability = item.get("probability")
-            p = f", p = {probability:.2f}" if isinstance(probability, float) else ""
-            _say(f"  - {item['title']}{side}: {item['value']}{p}  [{item['model']}]")
+        for finding in read_report(report):
+            side = f" ({finding.laterality})" if finding.laterality else ""
+            p = f", p = {finding.probability:.2f}" if finding.probability is not None else ""
+            _say(f"  - {finding.title}{side}: {finding.value}{p}  [{finding.model}]")
     for number, image in enumerate(images, start=1):
         path = key_image_png(image, output / f"key-image-{number}.png")
         _say(f"key image: {path}")

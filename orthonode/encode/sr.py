@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import highdicom as hd
@@ -295,17 +296,30 @@ def _texts(group: hd.sr.MeasurementsAndQualitativeEvaluations, name: Code) -> li
 _NOT_ANSWERS = (oc.RESULT_STATUS, oc.ALGORITHM_FAMILY)
 
 
-def read_report(ds: pydicom.Dataset) -> list[dict[str, Any]]:
-    """Summaries of the findings in an SR written by :func:`build_report` (e.g. read back from PACS).
+@dataclass(frozen=True)
+class ReportedFinding:
+    """One measurement group of a TID 1500 report, as :func:`read_report` reads it back (PS3.16 TID 1501
+    via highdicom's typed accessors)."""
 
-    One dict per measurement group: ``task`` (registry name, None if the concept is not ours), ``title``
-    (the concept meaning), ``laterality`` ("L", "R", "B" or None), ``value`` (the answer's meaning),
-    ``code`` ([value, scheme]), ``probability`` (None for untrained), ``model``, ``model_version``,
-    ``trained``, ``comment`` and ``sources`` (referenced SOP Instance UIDs).
-    """
+    task: str | None  # registry name; None if the concept is not ours
+    title: str  # the concept's meaning
+    laterality: str | None  # "L", "R", "B" or None (TID 1501 finding site laterality)
+    value: str  # the answer's meaning
+    code: tuple[str, str]  # the answer's (code value, coding scheme designator)
+    probability: float | None  # None for an untrained model
+    model: str | None  # algorithm name (TID 4019)
+    model_version: str | None
+    trained: bool
+    comment: str | None
+    sources: tuple[str, ...]  # referenced SOP Instance UIDs
+
+
+def read_report(ds: pydicom.Dataset) -> list[ReportedFinding]:
+    """The findings of an SR written by :func:`build_report` (e.g. read back from PACS), one
+    :class:`ReportedFinding` per measurement group."""
     sr = hd.sr.Comprehensive3DSR.from_dataset(ds, copy=True)
     report = hd.sr.MeasurementReport.from_sequence(sr.content)
-    out: list[dict[str, Any]] = []
+    out: list[ReportedFinding] = []
     for group in report.get_image_measurement_groups():
         sites = group.finding_sites
         laterality = None
@@ -336,19 +350,19 @@ def read_report(ds: pydicom.Dataset) -> list[dict[str, Any]]:
             if item.ValueType == "IMAGE"
         ]
         out.append(
-            {
-                "task": task,
-                "title": title,
-                "laterality": laterality,
-                "value": str(answer.meaning),
-                "code": [str(answer.value), str(answer.scheme_designator)],
-                "probability": float(probabilities[0].value) if probabilities else None,
-                "model": names[0] if names else None,
-                "model_version": versions[0] if versions else None,
-                "trained": trained,
-                "comment": comments[0] if comments else None,
-                "sources": sources,
-            }
+            ReportedFinding(
+                task=task,
+                title=title,
+                laterality=laterality,
+                value=str(answer.meaning),
+                code=(str(answer.value), str(answer.scheme_designator)),
+                probability=float(probabilities[0].value) if probabilities else None,
+                model=names[0] if names else None,
+                model_version=versions[0] if versions else None,
+                trained=trained,
+                comment=comments[0] if comments else None,
+                sources=tuple(sources),
+            )
         )
     return out
 

@@ -106,9 +106,9 @@ def test_reports_and_key_images_arrive_back_in_orthanc(
         ds.SeriesInstanceUID for ds in images
     }
     findings = read_report(report)
-    assert sorted((f["task"], f["laterality"]) for f in findings) == [("kl_grade", "L"), ("kl_grade", "R")]
-    assert all(f["trained"] is False and "UNTRAINED" in f["model"] for f in findings)
-    assert {uid for f in findings for uid in f["sources"]} == xr_sops
+    assert sorted((f.task, f.laterality) for f in findings) == [("kl_grade", "L"), ("kl_grade", "R")]
+    assert all(f.trained is False and "UNTRAINED" in f.model for f in findings)
+    assert {uid for f in findings for uid in f.sources} == xr_sops
     assert {str(ds.get("ImageLaterality") or ds.get("Laterality")) for ds in images} == {"L", "R"}
     assert all(ds.BurnedInAnnotation == "YES" and ds.StudyInstanceUID == xr_uid for ds in images)
     sr_path = tmp_path / "sr.dcm"
@@ -120,9 +120,9 @@ def test_reports_and_key_images_arrive_back_in_orthanc(
     reports, images = pacs_objects(orthanc, mr_uid)
     assert len(reports) == 1
     findings = read_report(reports[0])
-    assert sorted(f["task"] for f in findings) == ["acl_injury", "meniscus_injury"]
+    assert sorted(f.task for f in findings) == ["acl_injury", "meniscus_injury"]
     assert len(images) == len(findings)
-    referenced = {uid for f in findings for uid in f["sources"]}
+    referenced = {uid for f in findings for uid in f.sources}
     assert referenced and referenced <= mr_sops
 
     # Every object the node emitted, as PACS holds it, passes `orthonode validate` (dciodvfy, dsrdump,

@@ -332,18 +332,18 @@ def test_read_report_summarises(
 ) -> None:
     path = _save(_build(knee_findings, radiographs), tmp_path / "sr.dcm")
     summaries = srm.read_report(pydicom.dcmread(path))
-    assert [(s["task"], s["laterality"], s["value"]) for s in summaries] == [
+    assert [(s.task, s.laterality, s.value) for s in summaries] == [
         ("kl_grade", "L", "Kellgren-Lawrence grade 2"),
         ("kl_grade", "R", "Kellgren-Lawrence grade 0"),
         ("kl_progression_4y", "L", "Progression"),
     ]
-    assert [s["probability"] for s in summaries] == pytest.approx([0.6123456789, 0.875, 0.3125])
-    assert {s["model"] for s in summaries} == {TRAINED.name}
-    assert {s["model_version"] for s in summaries} == {TRAINED.version}
-    assert all(s["trained"] for s in summaries)
-    assert summaries[0]["title"] == "Kellgren-Lawrence grade"
-    assert summaries[0]["code"] == ["KLG2", "99ORTHO"]
-    assert summaries[1]["sources"] == [str(radiographs[1].SOPInstanceUID)]
+    assert [s.probability for s in summaries] == pytest.approx([0.6123456789, 0.875, 0.3125])
+    assert {s.model for s in summaries} == {TRAINED.name}
+    assert {s.model_version for s in summaries} == {TRAINED.version}
+    assert all(s.trained for s in summaries)
+    assert summaries[0].title == "Kellgren-Lawrence grade"
+    assert summaries[0].code == ("KLG2", "99ORTHO")
+    assert summaries[1].sources == (str(radiographs[1].SOPInstanceUID),)
 
 
 # ------------------------------------------------------------------------------------------------ untrained
@@ -376,11 +376,11 @@ def test_untrained_says_so_and_presents_no_finding(radiographs: list[Dataset]) -
     assert len(equipment) == 1
 
     (summary,) = srm.read_report(ds)
-    assert summary["trained"] is False
-    assert summary["probability"] is None
-    assert summary["task"] == "kl_grade" and summary["laterality"] == "L"
-    assert "not a finding" in summary["value"]
-    assert "UNTRAINED" in summary["model"]
+    assert summary.trained is False
+    assert summary.probability is None
+    assert summary.task == "kl_grade" and summary.laterality == "L"
+    assert "not a finding" in summary.value
+    assert "UNTRAINED" in summary.model
 
 
 def test_mixed_models_report_is_partial(radiographs: list[Dataset]) -> None:
@@ -391,7 +391,7 @@ def test_mixed_models_report_is_partial(radiographs: list[Dataset]) -> None:
     )
     assert ds.CompletionFlag == "PARTIAL" and "UNTRAINED" in ds.SeriesDescription
     summaries = srm.read_report(ds)
-    assert [(s["task"], s["trained"]) for s in summaries] == [("kl_grade", True), ("tkr", False)]
+    assert [(s.task, s.trained) for s in summaries] == [("kl_grade", True), ("tkr", False)]
 
 
 # ------------------------------------------------------------------------------------------------ determinism
