@@ -72,7 +72,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
     "METRICS_FILE",
-    "FitResult",
+    "PretrainResult",
     "TrainingError",
     "build_meta_arch",
     "build_optimizer",
@@ -94,7 +94,7 @@ _LOSS_KEYS = ("total", "dino", "ibot", "koleo", "gram")
 
 
 @dataclass
-class FitResult:
+class PretrainResult:
     """What a call of :func:`fit` did."""
 
     run_dir: Path
@@ -105,7 +105,7 @@ class FitResult:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
 
 
-def fit(cfg: Config, *, resume_from: str | Path | None = None) -> FitResult:
+def fit(cfg: Config, *, resume_from: str | Path | None = None) -> PretrainResult:
     """Train according to ``cfg`` (a fresh run), or continue the run in ``resume_from``.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this; the process group is created here
@@ -221,10 +221,10 @@ class _Trainer:
 
     # ------------------------------------------------------------------------------------------ the loop
 
-    def run(self) -> FitResult:
+    def run(self) -> PretrainResult:
         """Step from ``start`` to ``stop``; log, checkpoint and evaluate on the configured iterations."""
         cfg = self.cfg
-        result = FitResult(
+        result = PretrainResult(
             run_dir=self.run_dir,
             start_iteration=self.start,
             end_iteration=self.start,
@@ -328,7 +328,7 @@ class _Trainer:
         grad_norm: float,
         elapsed: float,
     ) -> dict[str, Any]:
-        """The metrics record of one step (``metrics.jsonl``, :attr:`FitResult.history`)."""
+        """The metrics record of one step (``metrics.jsonl``, :attr:`PretrainResult.history`)."""
         images = self.cfg.data.batch_size_per_device * self.info.world
         images *= self.cfg.crops.n_global + self.cfg.crops.n_local
         return {
@@ -345,7 +345,7 @@ class _Trainer:
             "images_per_s": images / elapsed if elapsed > 0 else math.inf,
         }
 
-    def _checkpoint_and_evaluate(self, iteration: int, result: FitResult) -> bool:
+    def _checkpoint_and_evaluate(self, iteration: int, result: PretrainResult) -> bool:
         """Checkpoint and k-NN evaluation due after ``iteration`` steps; True when an evaluation ran."""
         cfg, info = self.cfg, self.info
         last = iteration == self.stop

@@ -98,7 +98,8 @@ def upgrade(engine: Engine, target: str = "head") -> None:
 
 
 def downgrade(engine: Engine, target: str) -> None:
-    """Take the schema back to the migration ``target`` (an operator's way back to an older node)."""
+    """Take the schema back to the migration ``target``. No command calls it yet: the migration tests step
+    through revisions with it, and an operator going back to an older node runs it (or Alembic) by hand."""
     cfg = _alembic_config()
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
