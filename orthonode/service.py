@@ -23,18 +23,18 @@ from orthonode.dicom.scp import StorageSCP
 from orthonode.index.models import utcnow
 from orthonode.runtime import Runtime
 from orthonode.settings import Settings
-from orthonode.worker import celery_app
 from orthonode.worker.celery_app import DELIVER_RESULTS, PROCESS_STUDY, NodeApp
 
 log = logging.getLogger(__name__)
 
 
 def enqueuer(app: NodeApp, task_name: str) -> Enqueue:
-    """Hand a job id to the task ``task_name`` of ``app``, on the configured queue (task_default_queue)."""
-    task = app.tasks[task_name]
+    """Hand a job id to the task ``task_name``, by name, on the configured queue (task_default_queue).
+    The receiving process only sends: it does not register the tasks, so it never imports the worker's
+    inference code (torch) and stays small."""
 
     def enqueue(job_id: int) -> None:
-        task.apply_async(args=[job_id])
+        app.send_task(task_name, args=[job_id])
 
     return enqueue
 
@@ -45,7 +45,7 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.rt = Runtime(settings)
-        self.app = celery_app.make_app(self.rt)
+        self.app = NodeApp(self.rt)  # a sender only: the tasks run in `orthonode worker`
         self.scp = StorageSCP(settings, StoreHandlers(settings, self.rt.store, self.rt.sessions))
         self.sweeper = Sweeper(
             self.rt,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("orthonode", "heads", "ssl_train", "conformance")
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
