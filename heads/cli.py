@@ -133,6 +133,10 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
         help="fine-tuning: seed of the patient carve (default: --seed); keep it for ensemble members",
     )  # fmt: skip
     p.add_argument(
+        "--train-fraction", type=float, default=1.0,
+        help="fine-tuning: fraction of the training patients used (label efficiency; drawn with --seed)",
+    )  # fmt: skip
+    p.add_argument(
         "--max-epochs-this-call", type=int, default=None,
         help="fine-tuning: stop after N epochs (state saved in --out; run again to resume)",
     )  # fmt: skip
@@ -339,7 +343,7 @@ def _finetune(
         warmup_epochs=args.warmup_epochs, layer_decay=args.layer_decay, drop_path=args.drop_path,
         select=args.select, augment=not args.no_augment, hflip=not args.no_hflip,
         label_smoothing=args.label_smoothing, precision=args.precision, device=args.device,
-        carve_seed=args.carve_seed,
+        carve_seed=args.carve_seed, train_fraction=args.train_fraction,
     )  # fmt: skip
     result = finetune(
         encoder, task, dataset.split(args.train_split), _prep(task, encoder), ft, state_dir=args.out,

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from heads.config import HeadTraining
-from heads.datasets.base import Sample, carve_validation, load_sample, samples_digest
+from heads.datasets.base import Sample, carve_validation, load_sample, samples_digest, subsample_patients
 from heads.features import Preprocessing, model_input
 from heads.finetune_optim import layer_decay_param_groups, lr_at, set_drop_path
 from heads.metrics import accuracy, quadratic_weighted_kappa
@@ -104,8 +104,14 @@ class FineTuneConfig(HeadTraining):
     #: Seed of the patient carve (``None``: ``seed``). Members of an ensemble trained with other seeds keep
     #: one carve, so that the carve can still choose among them (no member trained on it).
     carve_seed: int | None = None
+    #: Fraction of the training PATIENTS used at all (label efficiency, as in the OrthoFoundation paper's
+    #: label-fraction study): the subset is drawn with ``seed`` (stratified by grade), and the carve that
+    #: selects the epoch is cut from that subset, so a run at 12.5% never sees more labels than 12.5%.
+    train_fraction: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.select not in ("loss", "accuracy", "qwk"):
             raise ValueError(f"select must be loss, accuracy or qwk, not {self.select!r}")
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
@@ -127,6 +133,8 @@ class FineTuneConfig(HeadTraining):
         out["scale"] = list(self.scale)
         if out["carve_seed"] is None:  # configurations from before the option keep their identity
             del out["carve_seed"]
+        if out["train_fraction"] == 1.0:  # likewise for runs on all the training patients
+            del out["train_fraction"]
         return out
 
 
@@ -293,7 +301,8 @@ def _set_up(
     """Seed, carve, copy the backbone onto the device with a new head and its optimiser, decode the
     images: everything an epoch and the selection work on."""
     torch.manual_seed(config.seed)
-    train, val = carve_validation(train_samples, config.val_fraction, config.carve_seed_or_seed)
+    labelled = subsample_patients(train_samples, config.train_fraction, config.seed)
+    train, val = carve_validation(labelled, config.val_fraction, config.carve_seed_or_seed)
     if not val:
         raise ValueError("fine-tuning needs a validation carve: val_fraction is 0 or there is one patient")
     device = resolve_device(config.device)

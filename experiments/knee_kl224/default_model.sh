@@ -38,8 +38,9 @@ here=$(dirname "$0")
   tf_efficientnet_lite0 --img-size "$img_size" --out "$init"
 [ -f "$ft/kl_grade-1.0.0/head.json" ] || "$bin/heads" -v fit --finetune --encoder "$init" --dataset chen_kl \
   --data "$data" --task kl_grade --head "$head" --features cls --dropout 0.2 --class-weighting none \
-  --epochs 12 --batch-size 32 --lr 6e-4 --min-lr 1e-6 --warmup-epochs 1 --layer-decay 0.8 \
-  --weight-decay 0.05 --drop-path 0.1 --label-smoothing "$smoothing" --seed "$seed" --carve-seed "$carve_seed" --patience 4 --select accuracy \
+  --epochs "${EPOCHS:-12}" --batch-size 32 --lr 6e-4 --min-lr 1e-6 --warmup-epochs 1 --layer-decay 0.8 \
+  --weight-decay 0.05 --drop-path 0.1 --label-smoothing "$smoothing" --seed "$seed" --carve-seed "$carve_seed" --patience "${PATIENCE:-4}" --select accuracy \
+  --train-fraction "${TRAIN_FRACTION:-1}" \
   --encoder-dtype float16 --precision auto --tta auto --out "$ft"
 # (runs made before `heads fit --tta` existed: experiments/knee_kl224/carve_tta.py "$ft" prints the choice)
 tta=$("$bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['input']['tta'])" "$ft/kl_grade-1.0.0/head.json")

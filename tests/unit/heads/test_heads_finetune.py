@@ -204,3 +204,20 @@ def test_ensemble_members_with_other_seeds_share_one_carve(
     assert carves[0] == carves[1] != carves[2]
     assert "carve_seed" not in FineTuneConfig().as_dict()  # older runs keep their resume identity
     assert FineTuneConfig(seed=3, carve_seed=0).as_dict()["carve_seed"] == 0
+
+
+def test_a_train_fraction_sees_only_its_patients_carve_included(shared_data: Path, tmp_path: Path) -> None:
+    """Label efficiency: the fraction is drawn by patient with ``seed`` BEFORE the carve is cut, so the
+    images trained on and the carve together are that fraction's patients and nothing else."""
+    from heads.datasets.base import subsample_patients
+
+    samples = _samples(shared_data, per_class=12)
+    encoder = _encoder(tmp_path / "enc")
+    config = FineTuneConfig(epochs=1, batch_size=8, warmup_epochs=0.5, seed=2, train_fraction=0.5)
+    result = finetune(encoder, get_task("kl_grade"), samples, Preprocessing("radiograph", 32), config)
+    subset = subsample_patients(samples, 0.5, 2)
+    assert result.n_train + result.n_val == len(subset) < len(samples)
+    assert FineTuneConfig(train_fraction=0.5).as_dict()["train_fraction"] == 0.5
+    assert "train_fraction" not in FineTuneConfig().as_dict()  # older runs keep their resume identity
+    with pytest.raises(ValueError, match="train_fraction"):
+        FineTuneConfig(train_fraction=0.0)
