@@ -53,6 +53,52 @@ class SourceImage:
 
 
 @dataclass(frozen=True)
+class ImageRegion:
+    """Where on its source image a finding was read: the knee joint's box (issue 14), for the report's
+    image region (PS3.3 C.18.6.1.2 SCOORD: (column, row) pixel coordinates, (0, 0) the top-left corner
+    of the top-left pixel, so the first pixel's centre is (0.5, 0.5)) and for the key image.
+
+    ``box`` is ``(x0, y0, x1, y1)`` in those coordinates on the source frame as stored (not the display).
+    ``mm_per_px`` is the scale at the joint when known: from Pixel Spacing / Imager Pixel Spacing
+    (``scale_source`` names which) or estimated from the anatomy (``scale_source == "estimated"``).
+    """
+
+    source: SourceImage
+    box: tuple[float, float, float, float]
+    confidence: float
+    mm_per_px: float | None = None
+    scale_source: str | None = None  # "PixelSpacing" | "ImagerPixelSpacing" | "estimated" | None
+
+
+@dataclass(frozen=True)
+class NotGraded:
+    """A recorded outcome: a task gave no answer for an image, and why (issue 14) -- e.g. a lateral knee
+    view is not KL-graded, or no knee joint was found on a film routed as knee. Reported, never a grade."""
+
+    task: str  # task registry name, e.g. "kl_grade"
+    title: str  # human title, e.g. "Kellgren-Lawrence grade"
+    finding_site: Code
+    laterality: str | None
+    reason: str  # what a reader sees, e.g. "not graded: lateral view"
+    reason_code: Code  # the coded reason (orthonode.encode.codes)
+    source: SourceImage
+    model: ModelIdentity
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready values (for the index and ``orthonode status``)."""
+        return {
+            "task": self.task,
+            "title": self.title,
+            "laterality": self.laterality,
+            "not_graded": self.reason,
+            "code": [self.reason_code.value, self.reason_code.scheme_designator],
+            "model": self.model.name,
+            "model_version": self.model.version,
+            "sources": [self.source.sop_instance_uid],
+        }
+
+
+@dataclass(frozen=True)
 class Finding:
     """One task's answer for one study side, e.g. "KL grade 2 (p = 0.61)" for the left knee."""
 
@@ -69,6 +115,11 @@ class Finding:
     key_source: SourceImage  # the image the key image shows
     key_image: np.ndarray  # float32 [H, W] in [0, 1], display orientation, bone bright
     heatmap: np.ndarray | None = None  # float32 [H, W] in [0, 1], same shape as key_image
+    #: The joint's box on ``key_source`` when the finding was read from a localised joint (issue 14);
+    #: ``key_image`` is then the crop the model saw and ``overview`` the whole film (display orientation).
+    region: ImageRegion | None = None
+    overview: np.ndarray | None = None  # float32 [h, w] in [0, 1]: the source film, downscaled
+    notes: tuple[str, ...] = ()  # what a reader should know, e.g. header and film laterality disagree
 
     def summary(self) -> dict[str, Any]:
         """The finding as JSON-ready values (for the index and ``orthonode status``)."""

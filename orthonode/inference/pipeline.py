@@ -40,7 +40,7 @@ from orthonode.errors import OrthonodeError
 from orthonode.inference.backbones import is_vit
 from orthonode.inference.device import resolve_device
 from orthonode.inference.encoder import Encoder, EncoderOutput, load_encoder
-from orthonode.inference.findings import Finding, ModelIdentity, SourceImage, untrained_marked
+from orthonode.inference.findings import Finding, ModelIdentity, NotGraded, SourceImage, untrained_marked
 from orthonode.inference.heads import HeadRegistry, InstalledHead
 from orthonode.inference.layout import ENCODER_SUBDIR, HEADS_SUBDIR, models_root
 from orthonode.inference.loading import DecodeError, Radiograph, Volume, load_radiograph, load_volume
@@ -75,6 +75,7 @@ class StageTimes:
 class PipelineOutput:
     findings: list[Finding] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # what could not be done, and why (no PHI)
+    not_graded: list[NotGraded] = field(default_factory=list)  # recorded outcomes without a grade
     times: StageTimes = field(default_factory=StageTimes)
 
 
