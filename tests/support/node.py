@@ -205,3 +205,7 @@ def jobs_of(status: dict[str, Any], study_uid: str) -> list[dict[str, Any]]:
 
 def study_of(status: dict[str, Any], study_uid: str) -> dict[str, Any] | None:
     return next((s for s in status["studies"] if s["study_uid"] == study_uid), None)
+
+
+def deliveries_of(status: dict[str, Any], job_id: int) -> list[dict[str, Any]]:
+    return [d for d in status["deliveries"] if d["job_id"] == job_id]

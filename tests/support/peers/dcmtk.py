@@ -17,6 +17,7 @@ dcmtk 3.6.7 quirks these wrappers account for (see also ``storescu``):
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -279,6 +280,17 @@ class StoreSCP:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def pause(self) -> None:
+        """SIGSTOP: a destination that hangs. The kernel still accepts connections (the listen backlog),
+        but nothing answers them until :meth:`resume`."""
+        assert self._process is not None, "storescp is not running"
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`: the connections waiting in the backlog are served in turn."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def __enter__(self) -> Self:
         return self.start()
