@@ -17,6 +17,7 @@ from orthonode.inference.decoding import DecodeError, read_dataset, stored_pixel
 from orthonode.inference.dicom_fields import floats_of, frame_count, frame_header, source_image, text_of
 from orthonode.inference.findings import SourceImage
 from orthonode.inference.intensity import radiograph_to_unit, raster_to_unit
+from orthonode.inference.views import ViewDecision, view_from_header
 
 SpacingSource = Literal["PixelSpacing", "ImagerPixelSpacing"]
 
@@ -42,6 +43,10 @@ class Radiograph:
         notes: what was done that a reader should know (first frame of N, colour to luminance).
         patient_orientation: Patient Orientation (0020,0020), the patient directions of the rows and the
             columns joined with a backslash as stored (e.g. ``L\\F``); ``None`` when absent or empty.
+        header_view: the projection the header names (:func:`orthonode.inference.views.view_from_header`:
+            View Code Sequence, View Position, comments, descriptions); ``header_view.from_header`` is
+            False when the header is silent, and the image decides. ``None`` only for a radiograph built
+            by hand.
     """
 
     pixels: np.ndarray
@@ -55,6 +60,7 @@ class Radiograph:
     frames: int = 1
     notes: list[str] = field(default_factory=list)
     patient_orientation: str | None = None
+    header_view: ViewDecision | None = None
 
 
 def _pixel_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, SpacingSource | None]:
@@ -135,6 +141,7 @@ def load_radiograph(path: Path) -> Radiograph:
         frames=frames,
         notes=notes,
         patient_orientation=_patient_orientation(ds),
+        header_view=view_from_header(ds),
     )
 
 

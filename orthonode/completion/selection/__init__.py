@@ -2,7 +2,8 @@
 
 A pure package: :class:`StudyFacts` (what the index knows about a study's series, read from the header
 elements of PS3.3) goes in, a :class:`RoutingDecision` (zero or more :class:`Route` and a human-readable
-reason) comes out. No I/O, no database, no pydicom.
+reason) comes out. No I/O, no database, no pydicom. Per image, :func:`decide_view` (:mod:`.views`) says
+which projection a radiograph's header names (:class:`ViewFacts` in, :class:`ViewDecision` out).
 
 One module per job: :mod:`.facts` (the typed hand-offs), :mod:`.kinds` (rule 1), :mod:`.anatomy` and
 :mod:`.text` (rule 2), :mod:`.mri` (rule 5), :mod:`.laterality` (rule 6) and :mod:`.routing` (rules 3, 4
@@ -81,6 +82,16 @@ from orthonode.completion.selection.mri import (
     plane_from_orientation,
 )
 from orthonode.completion.selection.routing import route_study
+from orthonode.completion.selection.views import (
+    SOURCE_IMAGE_COMMENTS,
+    SOURCE_PROCESSING_DESCRIPTION,
+    SOURCE_VIEW_CODE,
+    SOURCE_VIEW_POSITION,
+    ViewDecision,
+    ViewFacts,
+    ViewKind,
+    decide_view,
+)
 from orthonode.tasks.pipelines import PIPELINES, Anatomy, ModalityKind, PipelineSpec, Plane
 
 __all__ = [
@@ -88,9 +99,13 @@ __all__ = [
     "PIPELINES",
     "SOURCE_ANATOMIC_REGION",
     "SOURCE_BODY_PART",
+    "SOURCE_IMAGE_COMMENTS",
+    "SOURCE_PROCESSING_DESCRIPTION",
     "SOURCE_PROTOCOL_NAME",
     "SOURCE_SERIES_DESCRIPTION",
     "SOURCE_STUDY_DESCRIPTION",
+    "SOURCE_VIEW_CODE",
+    "SOURCE_VIEW_POSITION",
     "Anatomy",
     "ModalityKind",
     "PipelineSpec",
@@ -100,6 +115,10 @@ __all__ = [
     "SeriesFacts",
     "SeriesRole",
     "StudyFacts",
+    "ViewDecision",
+    "ViewFacts",
+    "ViewKind",
+    "decide_view",
     "detect_anatomy",
     "is_localizer",
     "mri_weighting",
