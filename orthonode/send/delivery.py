@@ -7,8 +7,10 @@ Each (job, destination) pair is one row in the index (``Delivery``) with its own
                                                      ``FAILED`` once ``delivery_max_attempts`` are used up
                                                      (``orthonode retry JOB`` puts it back to PENDING).
 
-A claim is a conditional update with a lease (like a job's): two workers never send the same delivery at
-once, and a worker that dies mid-send leaves a lease that expires, after which the delivery is due again.
+A claim is a conditional update with a lease (like a job's), renewed while the send goes on
+(``orthonode.worker.heartbeat``): two workers never send the same delivery at once, however slow the
+destination, and a worker that dies mid-send leaves a lease that expires, after which the delivery is due
+again.
 Because the state lives in the index, retries survive node restarts. Resending after such a crash sends
 the same files, with the same SOP Instance UIDs (``orthonode.encode.uids``): the destination receives the
 same objects again, never a second, different report.
@@ -32,6 +34,7 @@ from orthonode.index.models import DeliveryState, utcnow
 from orthonode.retries import attempt_holder, backoff
 from orthonode.runtime import Runtime
 from orthonode.settings import Destination, Settings
+from orthonode.worker.heartbeat import LeaseKeeper
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +77,15 @@ def attempt_delivery(rt: Runtime, delivery_id: int) -> DeliveryOutcome:
     """One sending attempt of one delivery, if it is due and nobody else holds it."""
     settings = rt.settings
     holder = attempt_holder()
+    lease = timedelta(seconds=settings.delivery_lease_seconds)
     with transaction(rt.sessions) as session:
-        delivery = deliveries.claim(
-            session,
-            delivery_id,
-            holder=holder,
-            now=utcnow(),
-            lease=timedelta(seconds=settings.delivery_lease_seconds),
-        )
+        delivery = deliveries.claim(session, delivery_id, holder=holder, now=utcnow(), lease=lease)
         if delivery is None:
             return DeliveryOutcome(delivery_id, "?", "skipped")
         name, job_id, attempt = delivery.destination, delivery.job_id, delivery.attempts
         files = [rt.store.absolute(r.rel_path) for r in job_rows.results(session, job_id)]
-    error = _send(rt, name, files)
+    with LeaseKeeper(rt.sessions, delivery_id, holder, lease, renew=deliveries.renew, kind="delivery"):
+        error = _send(rt, name, files)  # a slow destination keeps the attempt's lease: no second sender
     retry_after = None
     if error is not None:
         retry_after = backoff(

@@ -1,11 +1,13 @@
-"""The running attempt's heartbeat: its job lease is renewed while it works.
+"""The running attempt's heartbeat: its job lease (or its delivery's: ``orthonode.send.delivery``) is
+renewed while it works.
 
 A job is claimed for ``job_lease_seconds`` (``orthonode.index.jobs.claim``); the sweeper gives the job to
 another attempt once that lease has passed (``expire_leases``), which is how a killed worker's job runs
 again. An attempt that is merely slow -- a large study, a loaded machine -- must not lose its job that
 way, or a slow machine would run every job several times and fail it after ``job_max_attempts``. So,
 while the attempt works, a daemon thread extends the lease every third of its length; a worker that
-dies stops renewing, and its job is free one lease later, as before.
+dies stops renewing, and its job is free one lease later, as before. A delivery's send is kept the same
+way: a destination that is slow to answer must not let a second attempt send the same objects again.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ Renew = Callable[..., bool]
 
 class LeaseKeeper:
     """``with LeaseKeeper(sessions, job_id, holder, lease): work()`` -- renews the lease every ``lease / 3``
-    until the block ends or the lease is found held by someone else (``lost``)."""
+    until the block ends or the lease is found held by someone else (``lost``). ``renew`` and ``kind``
+    (for the log) make it keep another leased row, e.g. ``deliveries.renew`` and ``"delivery"``."""
 
     def __init__(
         self,
@@ -40,14 +43,15 @@ class LeaseKeeper:
         *,
         renew: Renew = job_rows.renew,
         clock: Callable[[], datetime] = utcnow,
+        kind: str = "job",
     ) -> None:
         self.sessions, self.job_id, self.holder, self.lease = sessions, job_id, holder, lease
-        self.renew, self.clock = renew, clock
+        self.renew, self.clock, self.kind = renew, clock, kind
         self.interval = max(lease.total_seconds() / 3, 0.05)
         self.renewals = 0
         self.lost = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"lease-{kind}-{job_id}", daemon=True)
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()
@@ -67,10 +71,12 @@ class LeaseKeeper:
                         session, self.job_id, holder=self.holder, now=self.clock(), lease=self.lease
                     )
             except Exception as exc:  # the database away for a moment: the next beat tries again
-                log.warning("job lease not renewed: %s", unreachable(exc) or type(exc).__name__)
+                log.warning("%s lease not renewed: %s", self.kind, unreachable(exc) or type(exc).__name__)
                 continue
             if not held:
                 self.lost = True
-                log.warning("job lease passed to another attempt; this attempt's results will be discarded")
+                log.warning(
+                    "%s lease passed to another attempt; this attempt's outcome is discarded", self.kind
+                )
                 return
             self.renewals += 1

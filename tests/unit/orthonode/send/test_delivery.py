@@ -3,6 +3,8 @@ the operator's retry, and real C-STORE to dcmtk's storescp as the destination (d
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -246,3 +248,52 @@ def test_sweeper_hands_due_deliveries_over_once_per_window(rt: Runtime) -> None:
     clock[0] += timedelta(seconds=rt.settings.enqueue_retry_seconds + 1)
     assert sweeper.hand_over_deliveries() == 1
     assert handed == [job_id, job_id]
+
+
+def test_a_send_slower_than_its_lease_keeps_the_delivery_and_is_not_sent_twice(
+    tmp_path: Path, port: int
+) -> None:
+    """A destination that hangs (storescp stopped with SIGSTOP) holds a send past its lease: the attempt
+    renews the lease while it sends, so a second attempt (another worker) cannot take the delivery and
+    send the same objects again; once the destination answers, each object arrives once."""
+    require_binary("storescp", "dcmtk")
+    lease = 3.0  # renewed every second while the send waits
+    settings = isolated_settings(
+        data_dir=tmp_path / "data",
+        destinations=[{"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": port}],
+        delivery_timeout_seconds=60,
+        delivery_lease_seconds=lease,
+    )
+    runtime = Runtime(settings)
+    runtime.migrate()
+    try:
+        job_id, sops = make_job_with_results(runtime)
+        d = delivery_row(runtime, job_id)
+        with StoreSCP(tmp_path / "pacs", port=port) as pacs:
+            pacs.pause()
+            first: list[delivery.DeliveryOutcome] = []
+            sender = threading.Thread(target=lambda: first.append(delivery.attempt_delivery(runtime, d.id)))
+            try:
+                sender.start()
+                for _ in range(200):  # bounded: the first attempt has claimed the delivery
+                    claimed = delivery_row(runtime, job_id)
+                    if claimed.state == DeliveryState.SENDING:
+                        break
+                    time.sleep(0.05)
+                assert claimed.state == DeliveryState.SENDING and claimed.lease_until is not None
+                first_lease_end = claimed.lease_until.replace(tzinfo=UTC)
+                for _ in range(200):  # bounded: wait until the first lease has run out
+                    if datetime.now(UTC) > first_lease_end + timedelta(seconds=1):
+                        break
+                    time.sleep(0.05)
+                second = delivery.attempt_delivery(runtime, d.id)
+                assert second.state == "skipped"  # still held: its holder is alive and sending
+            finally:
+                pacs.resume()
+                sender.join(90)
+            assert [o.state for o in first] == [DeliveryState.SENT]
+            received = pacs.wait_for_files(len(sops), timeout=20)
+        assert sorted(str(dcmread(f).SOPInstanceUID) for f in received) == sorted(sops)  # each once
+        assert delivery_row(runtime, job_id).attempts == 1
+    finally:
+        runtime.close()
