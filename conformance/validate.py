@@ -7,7 +7,8 @@ Per file, each check that applies:
   it finds errors, so its output is read: lines with ``Error`` are errors, with ``Warning`` warnings;
   the warnings in :data:`ACCEPTED_WARNINGS` are known and justified, any other one is reported;
 * for Structured Reports, **dsrdump** (dcmtk) renders the document (PS3.3 C.17) and a **highdicom round
-  trip** reads it back as a TID 1500 Measurement Report (``orthonode.encode.sr.read_report``);
+  trip** reads it back as a TID 1500 Measurement Report (``orthonode.encode.sr.read_outcomes``: its
+  findings, with their image regions, and its not-graded outcomes; one of them at least);
 * for images, the **pixel data** decodes to the shape Rows x Columns (x samples) declares.
 
 A missing tool is an error that names the Debian package, never a silent pass. ``validate_paths``
@@ -26,7 +27,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from orthonode.encode.sr import read_report
+from orthonode.encode.sr import read_outcomes
 from orthonode.sop_classes import STORAGE_BY_UID
 
 TOOL_TIMEOUT = 60.0
@@ -143,12 +144,12 @@ def _check_sr(path: Path, ds: pydicom.Dataset, report: FileReport) -> None:
                 elif line.startswith("W:"):
                     report.warnings.append(f"dsrdump: {line.strip()}")
     try:
-        findings = read_report(ds)
+        outcomes = read_outcomes(ds)
     except Exception as exc:  # highdicom raises many kinds on a malformed tree; each is a finding here
         report.errors.append(f"highdicom: not a readable TID 1500 Measurement Report: {exc}")
         return
     report.checks.append("highdicom")
-    if not findings:
+    if not outcomes.findings and not outcomes.not_graded:
         report.errors.append("highdicom: the report has no measurement group")
 
 

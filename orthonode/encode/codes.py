@@ -120,6 +120,29 @@ IMAGING_PROCEDURE: Code = codes.SCT.ImagingProcedure  # 363679005, "Procedure re
 RESULT_STATUS = private_code("RESULTSTATUS", "Result status")
 NOT_A_FINDING = private_code("NOTFINDING", "Untrained model output, not a finding")
 
+# Outcomes without a grade (issue 14): the concept of the coded qualitative evaluation of a not-graded
+# group, and its values. Keys of NOT_GRADED_FOR_VIEW are the values of
+# ``orthonode.completion.selection.ViewKind`` that are not KL-graded.
+NOT_GRADED_REASON = private_code("NOTGRADED", "Reason not graded")
+NOT_GRADED_LATERAL = private_code("NGLATERAL", "Not graded: lateral view")
+NOT_GRADED_AXIAL_PATELLA = private_code("NGAXIALPATELLA", "Not graded: axial patellar view")
+NOT_GRADED_OBLIQUE = private_code("NGOBLIQUE", "Not graded: oblique view")
+NOT_GRADED_OTHER_VIEW = private_code("NGOTHERVIEW", "Not graded: not a frontal view")
+NOT_GRADED_TWO_VIEW = private_code("NGTWOVIEW", "Not graded: two-view plate")
+NOT_GRADED_VIEW_UNKNOWN = private_code("NGVIEWUNKNOWN", "Not graded: view not recognised")
+NO_KNEE_JOINT = private_code("NOKNEEJOINT", "No knee joint found")
+
+NOT_GRADED_FOR_VIEW: Mapping[str, Code] = MappingProxyType(
+    {
+        "lateral": NOT_GRADED_LATERAL,
+        "axial patellar": NOT_GRADED_AXIAL_PATELLA,
+        "oblique": NOT_GRADED_OBLIQUE,
+        "other projection": NOT_GRADED_OTHER_VIEW,
+        "two-view plate": NOT_GRADED_TWO_VIEW,
+        "unknown": NOT_GRADED_VIEW_UNKNOWN,
+    }
+)
+
 # ---------------------------------------------------------------------------------- algorithm
 
 ALGORITHM_NAME: Code = codes.DCM.AlgorithmName  # 111001 (TID 4019)
@@ -205,7 +228,7 @@ def task_codes(task: str) -> TaskCodes:
 def all_codes() -> list[Code]:
     """Every code this module defines (for the tests and the conformance statement)."""
     found: list[Code] = [c for c in globals().values() if isinstance(c, Code)]
-    found += list(KL_GRADES) + list(LATERALITY_CODES.values())
+    found += list(KL_GRADES) + list(LATERALITY_CODES.values()) + list(NOT_GRADED_FOR_VIEW.values())
     for task in TASK_CONCEPTS.values():
         found += [task.concept, *task.values, task.finding_site]
     unique: dict[tuple[str, str], Code] = {}

@@ -10,24 +10,31 @@ Content tree (PS3.16 TID 1500):
 
 - Observer context: the algorithm as a Device observer (TID 1004): a deterministic Device Observer UID,
   the model's name, manufacturer, model name, and the model version as serial number.
-- One TID 1501 "Measurement and Qualitative Evaluation Group" per finding (task and side):
-  tracking identifier and deterministic tracking UID; finding site (anatomy with laterality as concept
-  modifier); TID 4019 algorithm name, version and parameters; the answer as a CODE qualitative
-  evaluation (task concept -> answer code); the probability as a NUM measurement (DCM 122157
-  "Probability", UCUM ``{probability}``); a TEXT qualitative evaluation (DCM 121106 "Comment") with the
-  disclaimer; and "Source of measurement" image references to every source image (and frame).
+- One measurement group per finding (task and side; per knee joint on a full-size film) and one per
+  not-graded outcome, in that order (:mod:`orthonode.encode.sr_groups`): TID 1501 for a finding without
+  an image region, TID 1410 "Planar ROI Measurements and Qualitative Evaluations" with the joint's box as
+  a closed POLYLINE SCOORD on the source image for a finding with one, TID 1501 with a coded "Reason not
+  graded" for an outcome without a grade. ``Finding.notes`` are TEXT comments of the group.
 - An untrained model (``ModelIdentity.trained`` False) still gets its group, but the answer is replaced
   by ``99ORTHO RESULTSTATUS = NOTFINDING`` ("Untrained model output, not a finding"); the raw output
   appears only in a comment that starts with "UNTRAINED MODEL - NOT A FINDING"; the algorithm name
   carries "UNTRAINED"; no probability measurement is written; and the Series Description says UNTRAINED.
 
-The disclaimer: TID 1500 has no free-text item at the document level, but TID 1501 allows TEXT
-qualitative evaluations in each group, so the disclaimer is there; it is also in the Series Description
-(the SR Document General Module has no comment attribute that viewers show).
+The disclaimer: TID 1500 has no free-text item at the document level, but TID 1501 and TID 1410 allow
+TEXT qualitative evaluations in each group, so the disclaimer is there; it is also in the Series
+Description (the SR Document General Module has no comment attribute that viewers show).
 
-Completion Flag (0040,A491) is COMPLETE when every finding comes from a trained model, PARTIAL
-otherwise; Verification Flag is always UNVERIFIED and Preliminary Flag PRELIMINARY (PS3.3 C.17.2): no
-human has verified an AI result.
+Completion Flag (0040,A491) is COMPLETE when every group comes from a trained model, PARTIAL otherwise;
+Verification Flag is always UNVERIFIED and Preliminary Flag PRELIMINARY (PS3.3 C.17.2): no human has
+verified an AI result. A not-graded outcome does not make the report PARTIAL: PS3.3 C.17.2.1 defines
+the flag as the completeness of the document's content against the criteria of its creator, and the
+node's criterion is that every routed image has its outcome recorded, a grade or the coded reason why
+there is none ("not graded: lateral view", "no knee joint found"). Those are complete statements, not
+missing content. PARTIAL stays the flag of untrained output, whose content is no finding at all.
+
+Reading back: :func:`read_outcomes` returns the findings (:class:`ReportedFinding`, with the region's
+box and source, and the notes) and the not-graded outcomes (:class:`ReportedNotGraded`) in document
+order; :func:`read_report` returns the findings alone.
 """
 
 from __future__ import annotations
@@ -44,50 +51,49 @@ from pydicom.sr.coding import Code
 from pydicom.valuerep import DA, DT, TM
 
 from orthonode.encode import codes as oc
-from orthonode.encode.uids import device_observer_uid, tracking_uid
-from orthonode.errors import OrthonodeError
-from orthonode.inference.findings import (
-    NODE_MANUFACTURER,
-    UNTRAINED_MARK,
-    Finding,
-    ModelIdentity,
-    untrained_marked,
+from orthonode.encode.sr_groups import (
+    DISCLAIMER,
+    MAX_LO,
+    SERIES_DESCRIPTION,
+    SERIES_DESCRIPTION_UNTRAINED,
+    UNTRAINED_STATEMENT,
+    Group,
+    ReportError,
+    finding_group,
+    finding_qualifiers,
+    model_display_name,
+    not_graded_group,
 )
+from orthonode.encode.uids import device_observer_uid
+from orthonode.inference.findings import NODE_MANUFACTURER, UNTRAINED_MARK, Finding, ModelIdentity, NotGraded
 
-SERIES_DESCRIPTION = "OrthoFoundation AI report - NOT FOR DIAGNOSTIC USE"
-SERIES_DESCRIPTION_UNTRAINED = "OrthoFoundation AI report - UNTRAINED - NOT FOR DIAGNOSTIC USE"
-DISCLAIMER = "Research use only. Not for diagnostic use."
-UNTRAINED_STATEMENT = "UNTRAINED MODEL - NOT A FINDING"
+__all__ = [
+    "DEFAULT_SERIES_NUMBER",
+    "DISCLAIMER",
+    "MAX_LO",
+    "NODE_MANUFACTURER",
+    "SERIES_DESCRIPTION",
+    "SERIES_DESCRIPTION_UNTRAINED",
+    "UNTRAINED_STATEMENT",
+    "ReportError",
+    "ReportOutcomes",
+    "ReportedFinding",
+    "ReportedNotGraded",
+    "ReportedRegion",
+    "build_report",
+    "model_display_name",
+    "read_outcomes",
+    "read_report",
+]
+
 DEFAULT_SERIES_NUMBER = 9901
-MAX_LO = 64  # Series Description and similar LO attributes
 
 
-class ReportError(OrthonodeError, ValueError):
-    """The findings or the evidence cannot make a valid report."""
-
-
-def model_display_name(model: ModelIdentity) -> str:
-    """The model's name, with "(UNTRAINED)" appended for an untrained model that does not say so."""
-    return untrained_marked(model.name, model.trained)
-
-
-def _algorithm_id(model: ModelIdentity) -> hd.sr.AlgorithmIdentification:
-    """TID 4019 Algorithm Identification; parameters as ``key=value`` texts in key order."""
-    parameters = [f"{key}={value}" for key, value in sorted(model.parameters.items())]
-    return hd.sr.AlgorithmIdentification(
-        name=model_display_name(model),
-        version=model.version,
-        parameters=parameters or None,
-        family=oc.ALGORITHM_FAMILY_AI,
-        manufacturer=model.manufacturer,
-    )
-
-
-def _unique_models(findings: Sequence[Finding]) -> list[ModelIdentity]:
+def _unique_models(outcomes: Sequence[Finding | NotGraded]) -> list[ModelIdentity]:
     seen: list[ModelIdentity] = []
-    for finding in findings:
-        if finding.model not in seen:
-            seen.append(finding.model)
+    for outcome in outcomes:
+        if outcome.model not in seen:
+            seen.append(outcome.model)
     return seen
 
 
@@ -133,67 +139,6 @@ def _contributing_equipment(
     ]
 
 
-def _check_finding(finding: Finding) -> None:
-    if not 0.0 <= float(finding.probability) <= 1.0:
-        raise ReportError(f"{finding.task}: probability {finding.probability} outside [0, 1]")
-    if not finding.sources:
-        raise ReportError(f"{finding.task}: a finding needs at least one source image")
-
-
-def _group(finding: Finding, sop_uid: str) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """One TID 1501 group for one finding."""
-    _check_finding(finding)
-    laterality = oc.laterality_code(finding.laterality)
-    site = hd.sr.FindingSite(anatomic_location=finding.finding_site, laterality=laterality)
-    tracking = hd.sr.TrackingIdentifier(
-        uid=tracking_uid(sop_uid, finding.task, finding.laterality),
-        identifier=f"{finding.task} {finding.laterality or '-'}",
-    )
-    sources = [
-        hd.sr.SourceImageForMeasurementGroup(
-            referenced_sop_class_uid=s.sop_class_uid,
-            referenced_sop_instance_uid=s.sop_instance_uid,
-            referenced_frame_numbers=[s.frame_number] if s.frame_number is not None else None,
-        )
-        for s in finding.sources
-    ]
-    evaluations: list[hd.sr.QualitativeEvaluation] = []
-    measurements: list[hd.sr.Measurement] = []
-    if finding.model.trained:
-        evaluations.append(hd.sr.QualitativeEvaluation(name=finding.concept, value=finding.value))
-        measurements.append(
-            hd.sr.Measurement(
-                name=oc.PROBABILITY,
-                value=float(finding.probability),
-                unit=oc.PROBABILITY_UNIT,
-            )
-        )
-        comment = DISCLAIMER
-    else:
-        evaluations.append(hd.sr.QualitativeEvaluation(name=oc.RESULT_STATUS, value=oc.NOT_A_FINDING))
-        comment = (
-            f"{UNTRAINED_STATEMENT}: random weights; raw output {finding.concept.meaning} = "
-            f"{finding.value.meaning} (p = {float(finding.probability):.4f}) is meaningless. {DISCLAIMER}"
-        )
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=tracking,
-        algorithm_id=_algorithm_id(finding.model),
-        finding_sites=[site],
-        measurements=measurements or None,
-        qualitative_evaluations=evaluations,
-        source_images=sources,
-    )
-    # TID 1501 allows TEXT qualitative evaluations; highdicom's QualitativeEvaluation is CODE only.
-    group[0].ContentSequence.append(
-        hd.sr.TextContentItem(
-            name=oc.COMMENT,
-            value=comment,
-            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-        )
-    )
-    return group
-
-
 def build_report(
     findings: Sequence[Finding],
     evidence: Sequence[pydicom.Dataset],
@@ -205,16 +150,18 @@ def build_report(
     institution_name: str | None = None,
     institutional_department_name: str | None = None,
     created: datetime.datetime | None = None,
+    not_graded: Sequence[NotGraded] = (),
 ) -> hd.sr.Comprehensive3DSR:
-    """A Comprehensive 3D SR (TID 1500) with one measurement group per finding.
+    """A Comprehensive 3D SR (TID 1500) with one measurement group per finding, then one per not-graded
+    outcome (a report of not-graded outcomes alone says why nothing was graded).
 
     ``evidence`` are the source instances' datasets (headers suffice); the SR goes into their study
     (patient and study attributes copied from ``evidence[0]``) as a new series, and lists them in the
     Current Requested Procedure Evidence Sequence. ``created`` fixes the content, series and contribution
     date/times (None: now), so that a re-run with the same ``created`` gives an identical document.
     """
-    if not findings:
-        raise ReportError("a report needs at least one finding")
+    if not findings and not not_graded:
+        raise ReportError("a report needs at least one finding or not-graded outcome")
     if not evidence:
         raise ReportError("a report needs the source instances as evidence")
     studies = {str(ds.StudyInstanceUID) for ds in evidence}
@@ -222,18 +169,28 @@ def build_report(
         raise ReportError(f"evidence spans {len(studies)} studies; a report covers one study")
     known = {str(ds.SOPInstanceUID) for ds in evidence}
     for finding in findings:
-        missing = [s.sop_instance_uid for s in finding.sources if s.sop_instance_uid not in known]
+        referenced = [*finding.sources, *([finding.region.source] if finding.region else [])]
+        missing = [s.sop_instance_uid for s in referenced if s.sop_instance_uid not in known]
         if missing:
             raise ReportError(f"{finding.task}: {len(missing)} source image(s) are not in the evidence")
+    for outcome in not_graded:
+        if outcome.source.sop_instance_uid not in known:
+            raise ReportError(f"{outcome.task}: the not-graded source image is not in the evidence")
 
-    models = _unique_models(findings)
+    models = _unique_models([*findings, *not_graded])
     trained = all(m.trained for m in models)
     when = created if created is not None else datetime.datetime.now()
 
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(models),
         procedure_reported=oc.IMAGING_PROCEDURE,
-        imaging_measurements=[_group(f, sop_uid) for f in findings],
+        imaging_measurements=[
+            *(
+                finding_group(f, sop_uid, q)
+                for f, q in zip(findings, finding_qualifiers(findings), strict=True)
+            ),
+            *(not_graded_group(o, sop_uid) for o in not_graded),
+        ],
     )
     kwargs: dict[str, Any] = {
         "content_date": when.date(),
@@ -284,7 +241,7 @@ def _task_for_concept(concept: Code | hd.sr.CodedConcept) -> str | None:
     return None
 
 
-def _texts(group: hd.sr.MeasurementsAndQualitativeEvaluations, name: Code) -> list[str]:
+def _texts(group: Group, name: Code) -> list[str]:
     return [
         str(item.TextValue)
         for item in group[0].ContentSequence
@@ -292,79 +249,187 @@ def _texts(group: hd.sr.MeasurementsAndQualitativeEvaluations, name: Code) -> li
     ]
 
 
-# CODE items of a group that are not the answer (TID 4019 family, our untrained status).
-_NOT_ANSWERS = (oc.RESULT_STATUS, oc.ALGORITHM_FAMILY)
+# CODE items of a group that are not the answer (TID 4019 family, our untrained status, not graded).
+_NOT_ANSWERS = (oc.RESULT_STATUS, oc.ALGORITHM_FAMILY, oc.NOT_GRADED_REASON)
+_MEASUREMENT_GROUP = ("125007", "DCM")  # "Measurement Group", the container of TID 1501 and TID 1410
+
+
+@dataclass(frozen=True)
+class ReportedRegion:
+    """The image region of a TID 1410 group: the SCOORD's bounding box and the image it is on."""
+
+    source: str  # SOP Instance UID of the image the region is SELECTED FROM
+    frame: int | None  # Referenced Frame Number, when given
+    box: tuple[float, float, float, float]  # (x0, y0, x1, y1): the SCOORD's column and row extent
+    graphic_type: str  # e.g. "POLYLINE"
 
 
 @dataclass(frozen=True)
 class ReportedFinding:
-    """One measurement group of a TID 1500 report, as :func:`read_report` reads it back (PS3.16 TID 1501
-    via highdicom's typed accessors)."""
+    """One finding group of a TID 1500 report, as :func:`read_report` reads it back (PS3.16 TID 1501 or
+    TID 1410 via highdicom's typed accessors)."""
 
     task: str | None  # registry name; None if the concept is not ours
     title: str  # the concept's meaning
-    laterality: str | None  # "L", "R", "B" or None (TID 1501 finding site laterality)
+    laterality: str | None  # "L", "R", "B" or None (finding site laterality)
     value: str  # the answer's meaning
     code: tuple[str, str]  # the answer's (code value, coding scheme designator)
     probability: float | None  # None for an untrained model
     model: str | None  # algorithm name (TID 4019)
     model_version: str | None
     trained: bool
-    comment: str | None
-    sources: tuple[str, ...]  # referenced SOP Instance UIDs
+    comment: str | None  # the first comment: the disclaimer or the untrained statement
+    sources: tuple[str, ...]  # referenced SOP Instance UIDs (the region's image for TID 1410)
+    region: ReportedRegion | None = None  # TID 1410 only
+    notes: tuple[str, ...] = ()  # the further comments (Finding.notes)
+
+
+@dataclass(frozen=True)
+class ReportedNotGraded:
+    """One not-graded group: the task, side and coded reason (``99ORTHO NOTGRADED``)."""
+
+    task: str | None
+    title: str  # the task's concept meaning, e.g. "Kellgren-Lawrence grade"
+    laterality: str | None
+    reason: str  # the reason's text comment, e.g. "not graded: lateral view"
+    code: tuple[
+        str, str
+    ]  # the reason's (code value, coding scheme designator), e.g. ("NGLATERAL", "99ORTHO")
+    model: str | None
+    model_version: str | None
+    trained: bool
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReportOutcomes:
+    findings: list[ReportedFinding]
+    not_graded: list[ReportedNotGraded]
+
+
+def _groups(sr: hd.sr.Comprehensive3DSR) -> list[Group]:
+    """Every measurement group in document order, as highdicom's TID 1410 or TID 1501 class."""
+    out: list[Group] = []
+
+    def walk(items: pydicom.Sequence) -> None:
+        for item in items:
+            name = item.ConceptNameCodeSequence[0] if "ConceptNameCodeSequence" in item else None
+            key = (str(name.CodeValue), str(name.CodingSchemeDesignator)) if name is not None else None
+            if item.ValueType == "CONTAINER" and key == _MEASUREMENT_GROUP:
+                planar = any(child.ValueType == "SCOORD" for child in item.get("ContentSequence", []))
+                kind: type[Group] = (
+                    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+                    if planar
+                    else hd.sr.MeasurementsAndQualitativeEvaluations
+                )
+                out.append(kind.from_sequence([item]))
+            elif "ContentSequence" in item:
+                walk(item.ContentSequence)
+
+    walk(sr.ContentSequence)
+    return out
+
+
+def _laterality(group: Group) -> str | None:
+    sites = group.finding_sites
+    if not sites or sites[0].laterality is None:
+        return None
+    lat = sites[0].laterality
+    return oc.laterality_from_code(Code(lat.value, lat.scheme_designator, lat.meaning))
+
+
+def _region(group: Group) -> ReportedRegion | None:
+    for item in group[0].ContentSequence:
+        if item.ValueType != "SCOORD":
+            continue
+        points = [float(v) for v in item.GraphicData]
+        columns, rows = points[0::2], points[1::2]
+        reference = item.ContentSequence[0].ReferencedSOPSequence[0]
+        frame = reference.get("ReferencedFrameNumber")
+        return ReportedRegion(
+            source=str(reference.ReferencedSOPInstanceUID),
+            frame=int(frame) if frame is not None else None,
+            box=(min(columns), min(rows), max(columns), max(rows)),
+            graphic_type=str(item.GraphicType),
+        )
+    return None
+
+
+def _read_group(group: Group) -> ReportedFinding | ReportedNotGraded:
+    evaluations = group.get_qualitative_evaluations()
+    reasons = [e for e in evaluations if _same(e.name, oc.NOT_GRADED_REASON)]
+    status = [e for e in evaluations if _same(e.name, oc.RESULT_STATUS)]
+    answers = [e for e in evaluations if not any(_same(e.name, c) for c in _NOT_ANSWERS)]
+    names = _texts(group, oc.ALGORITHM_NAME)
+    versions = _texts(group, oc.ALGORITHM_VERSION)
+    comments = _texts(group, oc.COMMENT)
+    task = _task_from_tracking(group.tracking_identifier)
+    region = _region(group)
+    sources = [
+        str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        for item in group[0].ContentSequence
+        if item.ValueType == "IMAGE"
+    ] or ([region.source] if region is not None else [])
+    if reasons:
+        reason = _coded(reasons[0])
+        return ReportedNotGraded(
+            task=task,
+            title=oc.TASK_CONCEPTS[task].concept.meaning if task else "",
+            laterality=_laterality(group),
+            reason=comments[0] if comments else str(reason.meaning),
+            code=(str(reason.value), str(reason.scheme_designator)),
+            model=names[0] if names else None,
+            model_version=versions[0] if versions else None,
+            trained=not any(UNTRAINED_MARK in n.upper() for n in names),
+            sources=tuple(sources),
+        )
+    if answers:
+        concept, answer = answers[0].name, _coded(answers[0])
+        task = _task_for_concept(concept) or task
+        title = str(concept.meaning)
+    elif status:
+        concept, answer = status[0].name, _coded(status[0])
+        title = oc.TASK_CONCEPTS[task].concept.meaning if task else str(concept.meaning)
+    else:
+        raise ReportError("a measurement group has neither an answer nor a result status")
+    probabilities = group.get_measurements(name=oc.PROBABILITY)
+    return ReportedFinding(
+        task=task,
+        title=title,
+        laterality=_laterality(group),
+        value=str(answer.meaning),
+        code=(str(answer.value), str(answer.scheme_designator)),
+        probability=float(probabilities[0].value) if probabilities else None,
+        model=names[0] if names else None,
+        model_version=versions[0] if versions else None,
+        trained=not status,
+        comment=comments[0] if comments else None,
+        sources=tuple(sources),
+        region=region,
+        notes=tuple(comments[1:]),
+    )
+
+
+def read_outcomes(ds: pydicom.Dataset) -> ReportOutcomes:
+    """The findings and the not-graded outcomes of an SR written by :func:`build_report` (e.g. read back
+    from PACS), each in document order."""
+    sr = hd.sr.Comprehensive3DSR.from_dataset(ds, copy=True)
+    hd.sr.MeasurementReport.from_sequence(sr.content)  # a TID 1500 tree, or highdicom says why not
+    findings: list[ReportedFinding] = []
+    not_graded: list[ReportedNotGraded] = []
+    for group in _groups(sr):
+        read = _read_group(group)
+        if isinstance(read, ReportedNotGraded):
+            not_graded.append(read)
+        else:
+            findings.append(read)
+    return ReportOutcomes(findings, not_graded)
 
 
 def read_report(ds: pydicom.Dataset) -> list[ReportedFinding]:
-    """The findings of an SR written by :func:`build_report` (e.g. read back from PACS), one
-    :class:`ReportedFinding` per measurement group."""
-    sr = hd.sr.Comprehensive3DSR.from_dataset(ds, copy=True)
-    report = hd.sr.MeasurementReport.from_sequence(sr.content)
-    out: list[ReportedFinding] = []
-    for group in report.get_image_measurement_groups():
-        sites = group.finding_sites
-        laterality = None
-        if sites and sites[0].laterality is not None:
-            lat = sites[0].laterality
-            laterality = oc.laterality_from_code(Code(lat.value, lat.scheme_designator, lat.meaning))
-        evaluations = group.get_qualitative_evaluations()
-        status = [e for e in evaluations if _same(e.name, oc.RESULT_STATUS)]
-        answers = [e for e in evaluations if not any(_same(e.name, c) for c in _NOT_ANSWERS)]
-        probabilities = group.get_measurements(name=oc.PROBABILITY)
-        names = _texts(group, oc.ALGORITHM_NAME)
-        versions = _texts(group, oc.ALGORITHM_VERSION)
-        comments = _texts(group, oc.COMMENT)
-        trained = not status
-        task = _task_from_tracking(group.tracking_identifier)
-        if answers:
-            concept, answer = answers[0].name, _coded(answers[0])
-            task = _task_for_concept(concept) or task
-            title = str(concept.meaning)
-        elif status:
-            concept, answer = status[0].name, _coded(status[0])
-            title = oc.TASK_CONCEPTS[task].concept.meaning if task else str(concept.meaning)
-        else:
-            raise ReportError("a measurement group has neither an answer nor a result status")
-        sources = [
-            str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-            for item in group[0].ContentSequence
-            if item.ValueType == "IMAGE"
-        ]
-        out.append(
-            ReportedFinding(
-                task=task,
-                title=title,
-                laterality=laterality,
-                value=str(answer.meaning),
-                code=(str(answer.value), str(answer.scheme_designator)),
-                probability=float(probabilities[0].value) if probabilities else None,
-                model=names[0] if names else None,
-                model_version=versions[0] if versions else None,
-                trained=trained,
-                comment=comments[0] if comments else None,
-                sources=tuple(sources),
-            )
-        )
-    return out
+    """The findings of an SR written by :func:`build_report`, one :class:`ReportedFinding` per finding
+    group (not-graded outcomes: :func:`read_outcomes`)."""
+    return read_outcomes(ds).findings
 
 
 def _coded(evaluation: hd.sr.QualitativeEvaluation) -> hd.sr.CodedConcept:
@@ -376,7 +441,7 @@ def _coded(evaluation: hd.sr.QualitativeEvaluation) -> hd.sr.CodedConcept:
 
 
 def _task_from_tracking(identifier: str | None) -> str | None:
-    """The task named by a group's tracking identifier ("<task> <laterality>", see ``_group``)."""
+    """The task named by a group's tracking identifier ("<task> <laterality>", see ``sr_groups``)."""
     if not identifier:
         return None
     task = identifier.split(" ", 1)[0]

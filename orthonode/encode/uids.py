@@ -62,9 +62,12 @@ def key_image_series_uid(study_uid: str, version: int | str) -> str:
     return derived_uid("sc-series", study_uid, _version(version))
 
 
-def key_image_sop_uid(study_uid: str, version: int | str, task: str, laterality: str | None) -> str:
-    """SOP Instance UID of the key image of one task and side of one study version."""
-    return derived_uid("sc-instance", study_uid, _version(version), task, laterality or "-")
+def key_image_sop_uid(
+    study_uid: str, version: int | str, task: str, laterality: str | None, *qualifiers: str
+) -> str:
+    """SOP Instance UID of the key image of one task and side of one study version; ``qualifiers``
+    tell apart the joints of one film that share a task and a side (``encode.sr_groups``)."""
+    return derived_uid("sc-instance", study_uid, _version(version), task, laterality or "-", *qualifiers)
 
 
 def device_observer_uid(model_name: str, model_version: str) -> str:
@@ -72,6 +75,7 @@ def device_observer_uid(model_name: str, model_version: str) -> str:
     return derived_uid("device-observer", model_name, model_version)
 
 
-def tracking_uid(sop_uid: str, task: str, laterality: str | None) -> str:
-    """Tracking Unique Identifier (TID 1501) of one finding group in one SR."""
-    return derived_uid("tracking", sop_uid, task, laterality or "-")
+def tracking_uid(sop_uid: str, task: str, laterality: str | None, *qualifiers: str) -> str:
+    """Tracking Unique Identifier (TID 1501, TID 1410) of one group in one SR; ``qualifiers`` tell apart
+    groups that share a task and a side (``encode.sr_groups``); without them the UID is as before."""
+    return derived_uid("tracking", sop_uid, task, laterality or "-", *qualifiers)

@@ -137,3 +137,14 @@ def test_unknown_task_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="kl_grade"):
         oc.task_codes("elbow")
     assert oc.task_codes("tkr") is oc.TASK_CONCEPTS["tkr"]
+
+
+def test_not_graded_reasons_cover_every_view_that_is_not_graded() -> None:
+    from orthonode.completion.selection import ViewKind
+
+    not_graded = {kind.value for kind in ViewKind if kind is not ViewKind.FRONTAL}
+    assert set(oc.NOT_GRADED_FOR_VIEW) == not_graded
+    reasons = [*oc.NOT_GRADED_FOR_VIEW.values(), oc.NO_KNEE_JOINT]
+    assert all(c.scheme_designator == oc.CODING_SCHEME_DESIGNATOR for c in reasons)
+    assert len({c.value for c in reasons}) == len(reasons)
+    assert {_key(c) for c in reasons} <= {_key(c) for c in oc.all_codes()}
