@@ -8,6 +8,14 @@ version, and "NOT FOR DIAGNOSTIC USE" ("UNTRAINED MODEL - NOT A FINDING" instead
 untrained model). Burned In Annotation (0028,0301) is therefore YES; Conversion Type (0008,0064) is WSD
 ("workstation", PS3.3 C.8.6.1); no Pixel Spacing is claimed (the image is resampled for display).
 
+A finding read from a localised joint of a full-size film (``Finding.region`` and ``Finding.overview``,
+issue 14) gets a wider picture: on the left the whole film (the overview, scaled to the crop panel's
+height) with the box of every finding of the same task on that image drawn and labelled with its side
+and result (the finding's own box highlighted in yellow, the others cyan), on the right the crop the
+model saw with its heatmap and the text, as above. Boxes are in source pixel coordinates (SCOORD
+column/row of the stored frame, ``ImageRegion.box``) and are scaled by the overview's size against the
+source's Rows (0028,0010) and Columns (0028,0011); the overview is the stored frame, downscaled.
+
 The colour map is a small fixed piecewise-linear "hot" ramp implemented with numpy (black-red-yellow-
 white anchors), because matplotlib is not a dependency of the node. Small key images are enlarged by an
 integer factor (bilinear, Pillow) so that the short side is at least :data:`MIN_SIDE` pixels and the
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +39,7 @@ from pydicom.valuerep import DA, DT, TM
 from orthonode.encode.codes import PROCESSING_EQUIPMENT
 from orthonode.encode.sr import DISCLAIMER, NODE_MANUFACTURER, UNTRAINED_STATEMENT, model_display_name
 from orthonode.errors import OrthonodeError
-from orthonode.inference.findings import Finding
+from orthonode.inference.findings import Finding, ImageRegion, SourceImage
 
 DEFAULT_SERIES_NUMBER = 9902
 MIN_SIDE = 512  # pixels: the key image's short side after enlargement
@@ -41,6 +50,9 @@ NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
 SERIES_DESCRIPTION = "OrthoFoundation key images - NOT FOR DIAGNOSTIC USE"
 SERIES_DESCRIPTION_UNTRAINED = "OrthoFoundation key images - UNTRAINED - NOT FOR DIAGNOSTIC USE"
 MAX_LO = 64
+PANEL_GAP = 8  # black columns between the film and the crop
+OWN_BOX_COLOUR = (255, 220, 0)
+OTHER_BOX_COLOUR = (0, 200, 255)
 
 # "hot" colour ramp anchors: (position, (r, g, b)) with r, g, b in [0, 1]
 _HOT_ANCHORS = np.array(
@@ -151,6 +163,81 @@ def burn_text(rgb: np.ndarray, lines: list[str]) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
+def box_label(finding: Finding) -> str:
+    """The short label of a joint box on the film: side (``?`` when unknown) and result, e.g. "R KL 2"."""
+    side = finding.laterality if finding.laterality in ("L", "R") else "?"
+    if not finding.model.trained:
+        return f"{side} untrained"
+    value = finding.value.meaning.replace("Kellgren-Lawrence grade", "KL")
+    return f"{side} {value}".encode("ascii", "replace").decode("ascii")
+
+
+def _same_image(a: SourceImage, b: SourceImage) -> bool:
+    return (a.sop_instance_uid, a.frame_number or 1) == (b.sop_instance_uid, b.frame_number or 1)
+
+
+def film_boxes(finding: Finding, siblings: Sequence[Finding]) -> list[tuple[Finding, ImageRegion, bool]]:
+    """``(finding, region, is_own)`` for every finding of ``finding``'s task whose region is on its
+    image, the finding itself first."""
+    region = finding.region
+    if region is None:
+        return []
+    out = [(finding, region, True)]
+    for other in siblings:
+        if other is finding or other.task != finding.task or other.region is None:
+            continue
+        if _same_image(other.region.source, region.source):
+            out.append((other, other.region, False))
+    return out
+
+
+def film_panel(
+    finding: Finding, siblings: Sequence[Finding], source: pydicom.Dataset, height: int
+) -> np.ndarray:
+    """The whole film (``finding.overview``) at ``height`` rows as RGB uint8, with the joint boxes."""
+    if finding.overview is None:
+        raise KeyImageError("the finding has no overview of its film")
+    overview = _checked(finding.overview, "overview")
+    rows, columns = int(source.get("Rows", 0) or 0), int(source.get("Columns", 0) or 0)
+    if rows < 1 or columns < 1:
+        raise KeyImageError("the source has no Rows/Columns to place the joint boxes on the film")
+    h, w = overview.shape
+    width = max(1, round(w * height / h))
+    scaled = Image.fromarray(overview).resize((width, height), Image.Resampling.BILINEAR)
+    gray = np.clip(np.rint(np.asarray(scaled, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    image = Image.fromarray(np.repeat(gray[..., None], 3, axis=-1))
+    draw = ImageDraw.Draw(image)
+    font = _font(max(10, height // 28))
+    sx, sy = width / columns, height / rows
+    line = max(2, height // 200)
+    for other, region, own in reversed(film_boxes(finding, siblings)):  # the own box drawn last, on top
+        x0, y0, x1, y1 = region.box[0] * sx, region.box[1] * sy, region.box[2] * sx, region.box[3] * sy
+        colour = OWN_BOX_COLOUR if own else OTHER_BOX_COLOUR
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=line * (2 if own else 1))
+        label = box_label(other)
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        text_h = bottom - top + 2 * line
+        y = y0 - text_h if y0 >= text_h else y1  # above the box, else below it
+        draw.rectangle((x0, y, x0 + right - left + 2 * line, y + text_h), fill=(0, 0, 0))
+        draw.text((x0 + line, y + line - top), label, fill=colour, font=font)
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def key_picture(
+    finding: Finding, source: pydicom.Dataset, siblings: Sequence[Finding] = (), overlay: bool = True
+) -> np.ndarray:
+    """The key image's RGB pixels: the crop with its overlay and text, after the film with its boxes when
+    the finding has a region and an overview (module docstring)."""
+    crop = burn_text(compose(finding.key_image, finding.heatmap if overlay else None), text_lines(finding))
+    if finding.region is None or finding.overview is None:
+        return crop
+    if not _same_image(finding.region.source, finding.key_source):
+        raise KeyImageError("the finding's region is not on its key source image")
+    film = film_panel(finding, siblings, source, crop.shape[0])
+    gap = np.zeros((crop.shape[0], PANEL_GAP, 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.concatenate([film, gap, crop], axis=1))
+
+
 def _laterality(finding: Finding, source: pydicom.Dataset) -> str | None:
     """R or L for the General Series Laterality: the finding's, else the source's (series or image)."""
     for value in (finding.laterality, source.get("Laterality"), source.get("ImageLaterality")):
@@ -169,18 +256,19 @@ def build_key_image(
     instance_number: int = 1,
     created: datetime.datetime | None = None,
     overlay: bool = True,
+    siblings: Sequence[Finding] = (),
 ) -> hd.sc.SCImage:
     """The Secondary Capture key image of one finding, in ``source``'s study, as a new series.
 
-    ``source`` is the dataset of ``finding.key_source`` (header suffices). ``overlay=False`` leaves the
-    heatmap out (used by tests to see what the overlay changes). ``created`` fixes the content and
-    capture date/times (None: now).
+    ``source`` is the dataset of ``finding.key_source`` (header suffices; its Rows and Columns place the
+    joint boxes). ``siblings`` are the job's other findings: those of the same task with a region on the
+    same image are drawn on the film too. ``overlay=False`` leaves the heatmap out (used by tests to see
+    what the overlay changes). ``created`` fixes the content and capture date/times (None: now).
     """
     if str(source.SOPInstanceUID) != finding.key_source.sop_instance_uid:
         raise KeyImageError("source dataset is not the finding's key source image")
     when = created if created is not None else datetime.datetime.now()
-    rgb = compose(finding.key_image, finding.heatmap if overlay else None)
-    rgb = burn_text(rgb, text_lines(finding))
+    rgb = key_picture(finding, source, siblings, overlay)
     model = finding.model
     equipment = hd.ContributingEquipment(
         manufacturer=model.manufacturer,
@@ -217,6 +305,11 @@ def build_key_image(
     orientation = source.get("PatientOrientation")
     patient_orientation: Any = list(orientation) if orientation and len(orientation) == 2 else ""
     sc.PatientOrientation = patient_orientation
+    # Laterality (0020,0060) is Type 2C (PS3.3 C.7.3.1): required for a paired body part when the image
+    # has no Image Laterality. A joint whose side is unknown (header and position disagree) on a paired
+    # source (one that names a side, e.g. B) gets it empty rather than a guess.
+    if "Laterality" not in sc and (source.get("Laterality") or source.get("ImageLaterality")):
+        sc.Laterality = ""
     sc.BurnedInAnnotation = "YES"
     sc.ConversionType = "WSD"
     sc.DateOfSecondaryCapture = DA(when.date())
@@ -226,8 +319,11 @@ def build_key_image(
     for item in sc.ContributingEquipmentSequence:
         if "ContributionDateTime" in item:
             item.ContributionDateTime = DT(when)
+    film = (
+        " and the whole film with the joint boxes" if finding.overview is not None and finding.region else ""
+    )
     sc.DerivationDescription = (
-        "AI key image: source resampled for display, heatmap colour overlay, burned-in result text"
+        f"AI key image: source resampled for display, heatmap colour overlay, burned-in result text{film}"
     )
     reference = pydicom.Dataset()
     reference.ReferencedSOPClassUID = finding.key_source.sop_class_uid
