@@ -7,15 +7,14 @@ comes back, every report (its SR and its SC key images) arrives, each SOP Instan
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pydicom import dcmread
-from support.node import NodeProcess, deliveries_of, jobs_of
+from support.node import NodeProcess, deliveries_of, index_values, jobs_of
 from support.peers.dcmtk import StoreSCP, storescu
 from support.peers.ports import free_port
 from support.peers.synthetic import new_study_uid, radiograph, write_all
@@ -27,6 +26,7 @@ pytestmark = pytest.mark.integration
 STUDIES = 2
 OBJECTS_PER_REPORT = 3  # one SR and one SC key image per knee (a left and a right radiograph)
 FAILED_BEFORE_KILL = 3
+SIDES: tuple[Literal["L", "R"], ...] = ("L", "R")
 
 
 def _each_delivery(uids: list[str], ok: Callable[[dict[str, Any]], bool]) -> Callable[[dict[str, Any]], bool]:
@@ -47,14 +47,6 @@ def _each_delivery(uids: list[str], ok: Callable[[dict[str, Any]], bool]) -> Cal
 
 def _attempts(status: dict[str, Any], uids: list[str]) -> dict[str, int]:
     return {uid: deliveries_of(status, jobs_of(status, uid)[0]["id"])[0]["attempts"] for uid in uids}
-
-
-def _result_uids(node: NodeProcess) -> list[str]:
-    db = sqlite3.connect(node.data_dir / "index.sqlite3")
-    try:
-        return [row[0] for row in db.execute("SELECT sop_instance_uid FROM results")]
-    finally:
-        db.close()
 
 
 def test_destination_down_across_two_sigkills_delivers_every_report_once(tmp_path: Path) -> None:
@@ -79,7 +71,7 @@ def test_destination_down_across_two_sigkills_delivers_every_report_once(tmp_pat
         node.start()
         for n, uid in enumerate(uids):
             knees = [
-                radiograph(uid, laterality=side, seed=n, series_number=i + 1) for i, side in enumerate("LR")
+                radiograph(uid, laterality=side, seed=n, series_number=i + 1) for i, side in enumerate(SIDES)
             ]
             sent = storescu(
                 "127.0.0.1", node.port, write_all(knees, tmp_path / f"study{n}"), called_aet=node.ae_title
@@ -135,7 +127,7 @@ def test_destination_down_across_two_sigkills_delivers_every_report_once(tmp_pat
 
     sops = Counter(str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in received)
     assert [uid for uid, n in sops.items() if n > 1] == []  # nothing delivered twice
-    results = _result_uids(node)
+    results = index_values(node, "SELECT sop_instance_uid FROM results")
     assert len(results) == STUDIES * OBJECTS_PER_REPORT and set(sops) == set(results)  # every object
     modalities = Counter(str(dcmread(f, stop_before_pixels=True).Modality) for f in received)
     assert modalities["SR"] == STUDIES

@@ -14,4 +14,5 @@ Modules:
 - ``support.services``: availability of real services (PostgreSQL, Redis, RabbitMQ, binaries); a missing
   service skips the test locally and fails it in CI.
 - ``support.node``: ``orthonode serve`` and ``orthonode worker`` as real processes.
+- ``support.memory``: peak resident memory (VmHWM) of their process trees, sampled from /proc.
 """

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -209,3 +210,12 @@ def study_of(status: dict[str, Any], study_uid: str) -> dict[str, Any] | None:
 
 def deliveries_of(status: dict[str, Any], job_id: int) -> list[dict[str, Any]]:
     return [d for d in status["deliveries"] if d["job_id"] == job_id]
+
+
+def index_values(node: NodeProcess, query: str) -> list[Any]:
+    """The first column of ``query`` run on the node's SQLite index (while it runs, or after)."""
+    db = sqlite3.connect(node.data_dir / "index.sqlite3")
+    try:
+        return [row[0] for row in db.execute(query)]
+    finally:
+        db.close()
