@@ -26,7 +26,7 @@ from orthonode.index.db import transaction
 from orthonode.index.leases import Release
 from orthonode.index.models import Job, utcnow
 from orthonode.inference import pipeline
-from orthonode.inference.findings import Finding
+from orthonode.inference.findings import Finding, NotGraded
 from orthonode.logging import job_context
 from orthonode.retries import attempt_holder, backoff
 from orthonode.runtime import Runtime
@@ -135,7 +135,8 @@ def _work(rt: Runtime, job_id: int, holder: str) -> str:
     destination (``orthonode.index.jobs.record_results``), in one transaction that only the lease holder
     can make.
     A re-run of a job whose results are already recorded (a worker died after recording) produces nothing
-    new: the recorded objects are what gets delivered.
+    new: the recorded objects are what gets delivered. A job whose only outcomes are not-graded ones (a
+    lateral view, no knee joint found) still emits its SR, which says so.
     """
     with transaction(rt.sessions) as session:
         job = session.get(Job, job_id)
@@ -170,12 +171,21 @@ def _work(rt: Runtime, job_id: int, holder: str) -> str:
         metrics.STAGE_SECONDS.labels(stage=stage).observe(seconds)
     for failure in output.failures:
         log.warning("not reported: %s", failure)
-    if not output.findings:
+    if not output.findings and not output.not_graded:
         return "no report: " + ("; ".join(output.failures) or "no finding")
     sources = {s.sop_instance_uid for f in output.findings for s in (*f.sources, f.key_source)}
+    sources |= {f.region.source.sop_instance_uid for f in output.findings if f.region is not None}
+    sources |= {o.source.sop_instance_uid for o in output.not_graded}
     evidence = {uid: dcmread(paths[uid], stop_before_pixels=True) for uid in sources}
     started = time.perf_counter()
-    objects = build_outputs(output.findings, evidence, study_uid=study_uid, version=version, created=created)
+    objects = build_outputs(
+        output.findings,
+        evidence,
+        study_uid=study_uid,
+        version=version,
+        created=created,
+        not_graded=output.not_graded,
+    )
     metrics.STAGE_SECONDS.labels(stage="encode_outputs").observe(time.perf_counter() - started)
     records = []
     for o in objects:
@@ -192,11 +202,16 @@ def _work(rt: Runtime, job_id: int, holder: str) -> str:
         )
     if not ok:
         raise TransientError("the job's lease passed to another attempt before its results were recorded")
-    found = "; ".join(_summary(f) for f in output.findings)
+    found = "; ".join([*(_summary(f) for f in output.findings), *(_not_graded(o) for o in output.not_graded)])
     untrained = "" if all(f.model.trained for f in output.findings) else " [UNTRAINED model: not findings]"
     skipped = f"; not reported: {'; '.join(output.failures)}" if output.failures else ""
     sent_to = f"{len(rt.settings.destinations)} destination(s)"
     return f"{len(objects)} objects for {sent_to}: {found}{untrained}{skipped}"
+
+
+def _not_graded(outcome: NotGraded) -> str:
+    where = f"{outcome.title} ({outcome.laterality})" if outcome.laterality else outcome.title
+    return f"{where}: {outcome.reason}"
 
 
 def _summary(finding: Finding) -> str:

@@ -75,3 +75,30 @@ def test_models_and_config_pages(console: tuple[Fixture, Any]) -> None:
     assert "tf_efficientnet_lite0" in models and "<h2>Model card</h2>" in models
     config = client.get("/config").text
     assert "web_token" in config and "(set, hidden)" in config and TOKEN not in config
+
+
+def test_study_page_lists_not_graded_outcomes(console: tuple[Fixture, Any]) -> None:
+    """An SR whose summary has not-graded outcomes (issue 14) shows each with its reason."""
+    from datetime import UTC, datetime
+
+    from orthonode.index.models import Result
+
+    fx, client = console
+    summary = {
+        "findings": [],
+        "not_graded": [
+            {"task": "kl_grade", "title": "Kellgren-Lawrence grade", "laterality": "L",
+             "not_graded": "not graded: lateral view", "code": ["NGLATERAL", "99ORTHO"],
+             "model": "OrthoFoundation knee localiser", "model_version": "loc 1", "sources": ["2.25.1"]},
+        ],
+    }  # fmt: skip
+    with transaction(fx.rt.sessions) as session:
+        session.add(
+            Result(
+                job_id=fx.reported_job, task="report", kind="sr", sop_instance_uid="2.25.99",
+                series_uid="2.25.98", rel_path=None, summary=summary, created_at=datetime.now(UTC),
+            )
+        )  # fmt: skip
+    html = client.get(f"/studies/{fx.reported_uid}").text
+    assert "Kellgren-Lawrence grade (L)</b>: not graded: lateral view" in html
+    assert "OrthoFoundation knee localiser" in html

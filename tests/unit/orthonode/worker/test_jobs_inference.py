@@ -268,3 +268,45 @@ def test_attempt_whose_lease_passed_on_mid_run_records_nothing(
     assert (job.detail, job.error, job.finished_at) == (None, None, None)
     assert results(rt, job_id) == []
     assert deliveries(rt, job_id) == []
+
+
+def test_a_job_of_not_graded_outcomes_alone_still_reports_them(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lateral film and a film without a knee (issue 14): one SR that says so, no key image."""
+    from orthonode.encode import codes as oc
+    from orthonode.encode.sr import read_outcomes
+    from orthonode.inference.findings import ModelIdentity, NotGraded, SourceImage
+
+    job_id, instances = make_job(rt)
+    task = oc.task_codes("kl_grade")
+    model = ModelIdentity(name="OrthoFoundation knee localiser", version="loc 1")
+
+    def outcome(ds: pydicom.Dataset, reason: str, code: oc.Code) -> NotGraded:
+        source = SourceImage(str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID))
+        side = str(ds.ImageLaterality)
+        return NotGraded(
+            "kl_grade", task.concept.meaning, task.finding_site, side, reason, code, source, model
+        )
+
+    outcomes = [
+        outcome(instances["L"], "not graded: lateral view", oc.NOT_GRADED_LATERAL),
+        outcome(instances["R"], "no knee joint found", oc.NO_KNEE_JOINT),
+    ]
+
+    def not_graded_only(*args: object, **kwargs: object) -> pipeline.PipelineOutput:
+        return pipeline.PipelineOutput(not_graded=list(outcomes))
+
+    monkeypatch.setattr(pipeline, "run_pipeline", not_graded_only)
+    assert run_job(rt, job_id) is JobOutcome.DONE
+    job = job_row(rt, job_id)
+    assert job.detail is not None and job.detail.startswith("1 objects for 1 destination(s): ")
+    assert "Kellgren-Lawrence grade (L): not graded: lateral view" in job.detail
+    assert "Kellgren-Lawrence grade (R): no knee joint found" in job.detail
+    (row,) = results(rt, job_id)
+    assert (row.kind, row.task) == ("sr", "report")
+    assert row.summary == {"findings": [], "not_graded": [o.summary() for o in outcomes]}
+    read = read_outcomes(pydicom.dcmread(rt.store.absolute(row.rel_path)))
+    assert read.findings == []
+    assert [(o.laterality, o.code[0]) for o in read.not_graded] == [("L", "NGLATERAL"), ("R", "NOKNEEJOINT")]
+    assert len(deliveries(rt, job_id)) == 1
