@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 
 from orthonode.encode import codes as oc
 from orthonode.encode.outputs import Output, build_outputs
-from orthonode.inference.findings import Finding, ModelIdentity, SourceImage
+from orthonode.inference.findings import Finding, ImageRegion, ModelIdentity, NotGraded, SourceImage
 from orthonode.peers import synthetic
 
 CREATED = (datetime.datetime(2026, 1, 2, 3, 4, 5), datetime.datetime(2027, 6, 7, 8, 9, 10))
@@ -79,7 +79,19 @@ class Sample:
         return next(o for o in self.outputs if o.kind == kind)
 
 
-def _finding(source: Dataset, model: ModelIdentity, grade: int, shape: tuple[int, int]) -> Finding:
+def kl_finding(
+    source: Dataset,
+    model: ModelIdentity,
+    grade: int,
+    shape: tuple[int, int],
+    *,
+    laterality: str | None = None,
+    region: tuple[float, float, float, float] | None = None,
+    overview: np.ndarray | None = None,
+    notes: tuple[str, ...] = (),
+) -> Finding:
+    """A KL finding on ``source`` with a synthetic key image of ``shape``; with ``region`` (a box in
+    source pixels) it is read from a localised joint (issue 14)."""
     task = oc.task_codes("kl_grade")
     ref = SourceImage(
         str(source.SOPClassUID), str(source.SOPInstanceUID), str(source.SeriesInstanceUID), None
@@ -91,7 +103,7 @@ def _finding(source: Dataset, model: ModelIdentity, grade: int, shape: tuple[int
         task="kl_grade",
         title=task.concept.meaning,
         finding_site=task.finding_site,
-        laterality=str(source.ImageLaterality),
+        laterality=laterality if region is not None else str(source.ImageLaterality),
         concept=task.concept,
         value=task.values[grade],
         probability=0.6,
@@ -101,6 +113,13 @@ def _finding(source: Dataset, model: ModelIdentity, grade: int, shape: tuple[int
         key_source=ref,
         key_image=key,
         heatmap=key[::-1].copy(),
+        region=(
+            ImageRegion(ref, region, confidence=0.9, mm_per_px=None, scale_source="estimated")
+            if region is not None
+            else None
+        ),
+        overview=overview,
+        notes=notes,
     )
 
 
@@ -118,7 +137,7 @@ def sample(index: int, trained: bool = True) -> Sample:
         parameters={"input size": "288 px"},
         trained=trained,
     )
-    finding = _finding(source, model, 2 + index, _KEY_SHAPES[index])
+    finding = kl_finding(source, model, 2 + index, _KEY_SHAPES[index])
     outputs = build_outputs(
         [finding], {str(source.SOPInstanceUID): source}, study_uid=study, version=1, created=CREATED[index]
     )
@@ -174,10 +193,46 @@ def _shown(element: pydicom.DataElement) -> str:
     return text if len(text) <= 64 else text[:61] + "..."
 
 
+@functools.cache
+def film_sample() -> Sample:
+    """The outputs of a job on a synthetic full-size film (issue 14): one knee read from its joint box
+    (a TID 1410 group) and, on a second synthetic film, a lateral view that is not graded."""
+    study = synthetic.new_study_uid()
+    frontal = copy.deepcopy(synthetic.radiograph(study, laterality="L", seed=0))
+    lateral = copy.deepcopy(synthetic.radiograph(study, laterality="L", seed=1))
+    for ds in (frontal, lateral):
+        for keyword, value in _SOURCES[0].items():
+            setattr(ds, keyword, value)
+    lateral.ViewPosition = "LL"
+    model = ModelIdentity(name=MODEL_NAME, version="encoder 1 / head 1", parameters={"input size": "288 px"})
+    box = (10.0, 20.0, 60.0, 70.0)
+    overview = np.full((32, 25), 0.5, dtype=np.float32)
+    finding = kl_finding(frontal, model, 2, _KEY_SHAPES[0], laterality="L", region=box, overview=overview)
+    task = oc.task_codes("kl_grade")
+    ref = SourceImage(str(lateral.SOPClassUID), str(lateral.SOPInstanceUID), str(lateral.SeriesInstanceUID))
+    outcome = NotGraded(
+        "kl_grade", task.concept.meaning, task.finding_site, "L", "not graded: lateral view",
+        oc.NOT_GRADED_LATERAL, ref, model,
+    )  # fmt: skip
+    outputs = build_outputs(
+        [finding],
+        {str(ds.SOPInstanceUID): ds for ds in (frontal, lateral)},
+        study_uid=study,
+        version=1,
+        created=CREATED[0],
+        not_graded=[outcome],
+    )
+    return Sample((frontal, lateral), tuple(outputs))
+
+
 def content_items(trained: bool = True) -> list[tuple[int, str, str, str]]:
     """``(depth, relationship, value type, concept name)`` of the SR content tree, each distinct row once,
     in document order (depth 0 is the root container)."""
-    report = sample(0, trained).of_kind("sr").dataset
+    return content_rows(sample(0, trained).of_kind("sr").dataset)
+
+
+def content_rows(report: Dataset) -> list[tuple[int, str, str, str]]:
+    """:func:`content_items` of any SR dataset."""
     rows: list[tuple[int, str, str, str]] = []
     root = report.ConceptNameCodeSequence[0]
     rows.append(

@@ -409,6 +409,9 @@ def _created_iods() -> str:
     ]
     trained = set(samples.content_items(trained=True))
     untrained_only = [r for r in samples.content_items(trained=False) if r not in trained]
+    film_only = [
+        r for r in samples.content_rows(samples.film_sample().of_kind("sr").dataset) if r not in trained
+    ]
     codes = sorted((c.scheme_designator, c.value, c.meaning) for c in oc.all_codes())
     return "\n\n".join(
         [
@@ -431,13 +434,25 @@ def _created_iods() -> str:
             _table(
                 ("Relationship", "Value type", "Concept name"), [(r, v, c) for _, r, v, c in untrained_only]
             ),
+            "A knee read from its joint on a full-size film is a TID 1410 Planar ROI group instead: the "
+            "joint's box is an SCOORD (closed POLYLINE of its four corners, column/row pixel coordinates "
+            "of the stored frame) SELECTED FROM the source image, in place of the image references; "
+            "reader notes (e.g. header and joint position disagree on the side) are further comments. An "
+            "image that is not graded (a lateral, axial patellar or oblique view, a two-view plate, no knee "
+            "joint found) is a TID 1501 group with the coded reason, the reason as a comment and the "
+            "source image; it leaves the Completion Flag COMPLETE (the outcome is recorded). Items of such "
+            "a report that the table above does not show:",
+            _table(("Relationship", "Value type", "Concept name"), [(r, v, c) for _, r, v, c in film_only]),
             f"##### Secondary Capture Image (`{SECONDARY_CAPTURE}`), key image",
-            f"Series Number {sc.DEFAULT_SERIES_NUMBER}; one per finding.",
+            f"Series Number {sc.DEFAULT_SERIES_NUMBER}; one per finding (none for a not-graded image). A "
+            "knee read from a full-size film shows the whole film with every joint box and its result "
+            "beside the crop the model read.",
             _attribute_table("sc"),
             "### 6.2 Data dictionary of private attributes",
             "The node creates no private attributes.",
             "### 6.3 Coded terminology and templates",
-            f"Templates: TID 1500 (root), TID 1501, TID 1002/1004 (Device observer), TID 4019 (algorithm). "
+            f"Templates: TID 1500 (root), TID 1501, TID 1410 (planar ROI: a joint's box), TID 1002/1004 "
+            "(Device observer), TID 4019 (algorithm). "
             f'Private coding scheme `{oc.CODING_SCHEME_DESIGNATOR}` ("{oc.CODING_SCHEME_NAME}", version '
             f"{oc.CODING_SCHEME_VERSION}, {oc.CODING_SCHEME_RESPONSIBLE_ORGANIZATION}), declared in each "
             "SR's Coding Scheme Identification Sequence (0008,0110). Every code the node writes:",

@@ -10,8 +10,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
+from conformance import samples
 from orthonode.encode import codes as oc
-from orthonode.inference.findings import Finding, ImageRegion, ModelIdentity, NotGraded, SourceImage
+from orthonode.inference.findings import Finding, ModelIdentity, NotGraded, SourceImage
 from orthonode.peers import synthetic
 
 MODEL = ModelIdentity(name="OrthoFoundation KL grade", version="enc 1 / head 1", parameters={"crop": "224"})
@@ -42,27 +43,16 @@ def knee_finding(
     overview: bool = True,
     model: ModelIdentity = MODEL,
 ) -> Finding:
-    task = oc.task_codes("kl_grade")
-    source = source_of(ds)
-    probabilities = np.full(len(task.values), 0.1)
-    probabilities[grade] = 0.6
-    crop = np.linspace(0.0, 1.0, 64 * 64, dtype=np.float32).reshape(64, 64)
+    """A KL finding of the joint in ``box`` (the conformance samples' builder), with a 64 x 64 crop and,
+    when ``overview``, the film at a quarter of its size."""
     whole = np.tile(np.linspace(0.2, 0.8, COLS // 4, dtype=np.float32), (ROWS // 4, 1))
-    return Finding(
-        task="kl_grade",
-        title=task.concept.meaning,
-        finding_site=task.finding_site,
+    return samples.kl_finding(
+        ds,
+        model,
+        grade,
+        (64, 64),
         laterality=laterality,
-        concept=task.concept,
-        value=task.values[grade],
-        probability=0.6,
-        probabilities=dict(zip(task.labels, map(float, probabilities), strict=True)),
-        sources=(source,),
-        model=model,
-        key_source=source,
-        key_image=crop,
-        heatmap=crop[::-1].copy(),
-        region=ImageRegion(source=source, box=box, confidence=0.9, mm_per_px=0.3, scale_source="estimated"),
+        region=box,
         overview=whole if overview else None,
         notes=notes,
     )

@@ -95,3 +95,13 @@ def test_html_is_one_page_with_the_tables(defaults: Settings) -> None:
     page = to_html(statement(defaults))
     assert page.startswith("<!doctype html>") and page.count("<table>") >= 10
     assert "<h2>2 Networking</h2>" in page
+
+
+def test_full_size_film_reports_are_described(defaults: Settings) -> None:
+    """Issue 14: the TID 1410 joint region and the not-graded reason are in the statement, read from a
+    report the writers made."""
+    text = statement(defaults)
+    assert "TID 1410" in text
+    assert "| CONTAINS | SCOORD | Image Region (DCM 111030) |" in text
+    assert "| CONTAINS | CODE | Reason not graded (99ORTHO NOTGRADED) |" in text
+    assert "| 99ORTHO | NOKNEEJOINT | No knee joint found |" in text

@@ -77,3 +77,15 @@ def test_the_command_exits_1_on_any_error_and_names_the_file(emitted: Path, tmp_
     assert failed.returncode == 1
     assert f"FAIL {bad}" in failed.stdout and "5 file(s), 1 with errors" in failed.stdout
     assert _cli(str(tmp_path / "missing")).returncode == 2
+
+
+def test_a_full_size_film_report_and_key_image_pass(tmp_path: Path) -> None:
+    """Issue 14: the SR with a TID 1410 joint region and a not-graded lateral, and the film key image."""
+    require_binary("dciodvfy", "dicom3tools")
+    require_binary("dsrdump", "dcmtk")
+    for output in samples.film_sample().outputs:
+        output.dataset.save_as(tmp_path / f"{output.kind}.dcm", enforce_file_format=True)
+    reports = validate_paths([tmp_path])
+    assert sorted(r.path.name for r in reports) == ["sc.dcm", "sr.dcm"]
+    for report in reports:
+        assert report.ok and not report.warnings, report.lines()
