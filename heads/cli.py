@@ -71,7 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the registered tasks")
-    for add in (_add_embed, _add_fit_command, _add_evaluate, _add_knn, _add_sweep, _add_export):
+    for add in (
+        _add_embed,
+        _add_fit_command,
+        _add_evaluate,
+        _add_knn,
+        _add_sweep,
+        _add_export,
+        _add_localiser,
+    ):
         add(sub)
     return parser
 
@@ -198,6 +206,20 @@ def _add_export(sub: _Subcommands) -> None:
     p.add_argument("--encoder", type=Path, help="with --random")
     p.add_argument("--out", type=Path, required=True, help="models directory (e.g. <models>/heads)")
     p.add_argument("--overwrite", action="store_true")
+
+
+def _add_localiser(sub: _Subcommands) -> None:
+    """``heads localiser``."""
+    p = sub.add_parser("localiser", help="train the knee-joint localiser on annotated full-size films")
+    p.add_argument("--encoder", type=Path, required=True, help="the encoder it runs on (its feature maps)")
+    p.add_argument("--films", type=Path, required=True, help="films root with manifest.csv (knee_fullsize)")
+    p.add_argument("--annotations", type=Path, required=True, help="knee annotations (CSV, ANNOTATION.md)")
+    p.add_argument("--augment", type=int, default=16, help="passes per film (the first as stored)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds by film (1: none)")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--threshold", type=float, default=0.5, help="heat-map peak that counts as a joint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="bundle directory (e.g. <models>/localiser)")
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -506,6 +528,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_localiser(args: argparse.Namespace) -> int:
+    from heads.localiser import fit_localiser
+
+    localiser, report = fit_localiser(
+        _encoder(args.encoder), args.films, args.annotations, augment_n=args.augment, folds=args.folds,
+        threshold=args.threshold, steps=args.steps, seed=args.seed,
+    )  # fmt: skip
+    localiser.save(args.out)
+    (args.out.parent / f"{args.out.name}_cv.json").write_text(
+        json.dumps(report, indent=1) + "\n", encoding="utf-8"
+    )
+    print(json.dumps(report["summary"], indent=1))
+    print(f"localiser: {args.out}")
+    return 0
+
+
 COMMANDS = {
     "list": cmd_list,
     "knn": cmd_knn,
@@ -514,6 +552,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "sweep": cmd_sweep,
     "export": cmd_export,
+    "localiser": cmd_localiser,
 }
 
 
