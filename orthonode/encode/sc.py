@@ -246,6 +246,41 @@ def _laterality(finding: Finding, source: pydicom.Dataset) -> str | None:
     return None
 
 
+def _finish(sc: hd.sc.SCImage, finding: Finding, source: pydicom.Dataset, when: datetime.datetime) -> None:
+    """The attributes highdicom's constructor does not set as the node wants them."""
+    # Patient Orientation (Type 2C, PS3.3 C.7.6.1.1.1): the source's own value when it has one (the key
+    # image keeps the source's display orientation), otherwise empty rather than a guess.
+    orientation = source.get("PatientOrientation")
+    patient_orientation: Any = list(orientation) if orientation and len(orientation) == 2 else ""
+    sc.PatientOrientation = patient_orientation
+    # Laterality (0020,0060) is Type 2C (PS3.3 C.7.3.1): required for a paired body part when the image
+    # has no Image Laterality. A joint whose side is unknown (header and position disagree) on a paired
+    # source (one that names a side, e.g. B) gets it empty rather than a guess.
+    if "Laterality" not in sc and (source.get("Laterality") or source.get("ImageLaterality")):
+        sc.Laterality = ""
+    sc.BurnedInAnnotation = "YES"
+    sc.ConversionType = "WSD"
+    sc.DateOfSecondaryCapture = DA(when.date())
+    sc.TimeOfSecondaryCapture = TM(when.time())
+    sc.InstanceCreationDate = DA(when.date())
+    sc.InstanceCreationTime = TM(when.time())
+    for item in sc.ContributingEquipmentSequence:
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = DT(when)
+    film = (
+        " and the whole film with the joint boxes" if finding.overview is not None and finding.region else ""
+    )
+    sc.DerivationDescription = (
+        f"AI key image: source resampled for display, heatmap colour overlay, burned-in result text{film}"
+    )
+    reference = pydicom.Dataset()
+    reference.ReferencedSOPClassUID = finding.key_source.sop_class_uid
+    reference.ReferencedSOPInstanceUID = finding.key_source.sop_instance_uid
+    if finding.key_source.frame_number is not None:
+        reference.ReferencedFrameNumber = finding.key_source.frame_number
+    sc.SourceImageSequence = [reference]
+
+
 def build_key_image(
     finding: Finding,
     source: pydicom.Dataset,
@@ -300,37 +335,7 @@ def build_key_image(
         series_date=when.date(),
         series_time=when.time(),
     )
-    # Patient Orientation (Type 2C, PS3.3 C.7.6.1.1.1): the source's own value when it has one (the key
-    # image keeps the source's display orientation), otherwise empty rather than a guess.
-    orientation = source.get("PatientOrientation")
-    patient_orientation: Any = list(orientation) if orientation and len(orientation) == 2 else ""
-    sc.PatientOrientation = patient_orientation
-    # Laterality (0020,0060) is Type 2C (PS3.3 C.7.3.1): required for a paired body part when the image
-    # has no Image Laterality. A joint whose side is unknown (header and position disagree) on a paired
-    # source (one that names a side, e.g. B) gets it empty rather than a guess.
-    if "Laterality" not in sc and (source.get("Laterality") or source.get("ImageLaterality")):
-        sc.Laterality = ""
-    sc.BurnedInAnnotation = "YES"
-    sc.ConversionType = "WSD"
-    sc.DateOfSecondaryCapture = DA(when.date())
-    sc.TimeOfSecondaryCapture = TM(when.time())
-    sc.InstanceCreationDate = DA(when.date())
-    sc.InstanceCreationTime = TM(when.time())
-    for item in sc.ContributingEquipmentSequence:
-        if "ContributionDateTime" in item:
-            item.ContributionDateTime = DT(when)
-    film = (
-        " and the whole film with the joint boxes" if finding.overview is not None and finding.region else ""
-    )
-    sc.DerivationDescription = (
-        f"AI key image: source resampled for display, heatmap colour overlay, burned-in result text{film}"
-    )
-    reference = pydicom.Dataset()
-    reference.ReferencedSOPClassUID = finding.key_source.sop_class_uid
-    reference.ReferencedSOPInstanceUID = finding.key_source.sop_instance_uid
-    if finding.key_source.frame_number is not None:
-        reference.ReferencedFrameNumber = finding.key_source.frame_number
-    sc.SourceImageSequence = [reference]
+    _finish(sc, finding, source, when)
     return sc
 
 

@@ -139,6 +139,28 @@ def _contributing_equipment(
     ]
 
 
+def _check_evidence(
+    findings: Sequence[Finding], not_graded: Sequence[NotGraded], evidence: Sequence[pydicom.Dataset]
+) -> None:
+    """One study's evidence that holds every image the findings and outcomes reference."""
+    if not findings and not not_graded:
+        raise ReportError("a report needs at least one finding or not-graded outcome")
+    if not evidence:
+        raise ReportError("a report needs the source instances as evidence")
+    studies = {str(ds.StudyInstanceUID) for ds in evidence}
+    if len(studies) != 1:
+        raise ReportError(f"evidence spans {len(studies)} studies; a report covers one study")
+    known = {str(ds.SOPInstanceUID) for ds in evidence}
+    for finding in findings:
+        referenced = [*finding.sources, *([finding.region.source] if finding.region else [])]
+        missing = [s.sop_instance_uid for s in referenced if s.sop_instance_uid not in known]
+        if missing:
+            raise ReportError(f"{finding.task}: {len(missing)} source image(s) are not in the evidence")
+    for outcome in not_graded:
+        if outcome.source.sop_instance_uid not in known:
+            raise ReportError(f"{outcome.task}: the not-graded source image is not in the evidence")
+
+
 def build_report(
     findings: Sequence[Finding],
     evidence: Sequence[pydicom.Dataset],
@@ -160,23 +182,7 @@ def build_report(
     Current Requested Procedure Evidence Sequence. ``created`` fixes the content, series and contribution
     date/times (None: now), so that a re-run with the same ``created`` gives an identical document.
     """
-    if not findings and not not_graded:
-        raise ReportError("a report needs at least one finding or not-graded outcome")
-    if not evidence:
-        raise ReportError("a report needs the source instances as evidence")
-    studies = {str(ds.StudyInstanceUID) for ds in evidence}
-    if len(studies) != 1:
-        raise ReportError(f"evidence spans {len(studies)} studies; a report covers one study")
-    known = {str(ds.SOPInstanceUID) for ds in evidence}
-    for finding in findings:
-        referenced = [*finding.sources, *([finding.region.source] if finding.region else [])]
-        missing = [s.sop_instance_uid for s in referenced if s.sop_instance_uid not in known]
-        if missing:
-            raise ReportError(f"{finding.task}: {len(missing)} source image(s) are not in the evidence")
-    for outcome in not_graded:
-        if outcome.source.sop_instance_uid not in known:
-            raise ReportError(f"{outcome.task}: the not-graded source image is not in the evidence")
-
+    _check_evidence(findings, not_graded, evidence)
     models = _unique_models([*findings, *not_graded])
     trained = all(m.trained for m in models)
     when = created if created is not None else datetime.datetime.now()
