@@ -508,6 +508,23 @@ class _Association(Association):
         self.dul.artim_timer.timeout = self.acse_timeout
         self.dimse = _DIMSE(self)
 
+    def run_reactor(self) -> None:
+        try:
+            super().run_reactor()
+        except Exception as exc:
+            # E.g. an A-ASSOCIATE-RQ with a presentation context item that holds no abstract syntax
+            # sub-item: pynetdicom's negotiation raises in this thread, which would end with a traceback
+            # and leave the connection open and unanswered until the peer gives up.
+            log.warning(
+                "association aborted: the peer's request could not be negotiated (%s: %s)",
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            dul = self.dul
+            if isinstance(dul, _DUL):
+                dul._abort_connection()
+            dul.kill_dul()
+
     def kill(self) -> None:
         """pynetdicom's, polling for the DUL's end every 1 ms rather than 10 ms: after a release the
         association's slot (``max_associations``) frees as soon as the peer closes the connection."""
