@@ -74,6 +74,14 @@ class _TransportError(Exception):
     """The connection failed or was closed while a PDU was being read."""
 
 
+def _log_aborted(exc: Exception) -> None:
+    log.warning(
+        "association aborted: the peer's request could not be handled (%s: %s)",
+        type(exc).__name__,
+        str(exc)[:200],
+    )
+
+
 def _recv_into(sock: socket.socket, view: memoryview, size: int) -> int:
     try:
         got = sock.recv_into(view, size)
@@ -435,11 +443,7 @@ class _DUL(DULServiceProvider):
         except Exception as exc:
             # E.g. an A-ASSOCIATE-RQ with an even presentation context ID raises inside the state machine
             # (fsm AE-6), which would end this thread with a traceback and leave the peer waiting.
-            log.warning(
-                "association aborted: the peer's request could not be handled (%s: %s)",
-                type(exc).__name__,
-                str(exc)[:200],
-            )
+            _log_aborted(exc)
             self._abort_connection()
         finally:
             if self._stream is not None:
@@ -515,11 +519,7 @@ class _Association(Association):
             # E.g. an A-ASSOCIATE-RQ with a presentation context item that holds no abstract syntax
             # sub-item: pynetdicom's negotiation raises in this thread, which would end with a traceback
             # and leave the connection open and unanswered until the peer gives up.
-            log.warning(
-                "association aborted: the peer's request could not be negotiated (%s: %s)",
-                type(exc).__name__,
-                str(exc)[:200],
-            )
+            _log_aborted(exc)
             dul = self.dul
             if isinstance(dul, _DUL):
                 dul._abort_connection()
