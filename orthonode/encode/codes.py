@@ -131,6 +131,7 @@ NOT_GRADED_OTHER_VIEW = private_code("NGOTHERVIEW", "Not graded: not a frontal v
 NOT_GRADED_TWO_VIEW = private_code("NGTWOVIEW", "Not graded: two-view plate")
 NOT_GRADED_VIEW_UNKNOWN = private_code("NGVIEWUNKNOWN", "Not graded: view not recognised")
 NO_KNEE_JOINT = private_code("NOKNEEJOINT", "No knee joint found")
+NOT_GRADED_PARTIAL = private_code("NGPARTIAL", "Not graded: joint cut by the image edge")
 
 NOT_GRADED_FOR_VIEW: Mapping[str, Code] = MappingProxyType(
     {

@@ -78,7 +78,7 @@ VIEWS = ("frontal", "lateral", "plate", "other")
 PARTIAL_OUTSIDE = 0.12
 #: An image this small and this square is already a joint crop (the Chen layout): it passes through.
 CROP_MAX_SIDE = 512
-CROP_MAX_ASPECT = 1.25
+CROP_MAX_ASPECT = 2.0
 
 
 class LocaliserError(OrthonodeError):
@@ -166,14 +166,18 @@ def cut_box(pixels: np.ndarray, box: tuple[float, float, float, float], size: in
 
 
 def is_joint_crop(shape: tuple[int, int]) -> bool:
-    """Whether an image of ``shape`` is already one joint's crop (the Chen layout, ~224 px): small and
-    nearly square. Such an image is graded as it is, as before localisation existed."""
+    """Whether an image of ``shape`` is already one joint's crop (the Chen layout, ~224 px): no side
+    over :data:`CROP_MAX_SIDE` and not elongated (a film at that size would show a knee joint a few
+    dozen pixels wide). Such an image is graded as it is, as before localisation existed."""
     h, w = shape
     return max(h, w) <= CROP_MAX_SIDE and max(h, w) / max(min(h, w), 1) <= CROP_MAX_ASPECT
 
 
 def working_image(
-    pixels: np.ndarray, spacing_mm: tuple[float, float] | None, stride: int = 32
+    pixels: np.ndarray,
+    spacing_mm: tuple[float, float] | None,
+    stride: int = 32,
+    long_side: int = WORK_LONG_SIDE,
 ) -> tuple[np.ndarray, float]:
     """``(image, scale)``: the film resized by ``scale`` (working pixels per source pixel) and padded with
     black at its bottom and right to a multiple of ``stride``."""
@@ -182,7 +186,7 @@ def working_image(
         scale = float(np.mean(spacing_mm)) / WORK_MM_PER_PX
         scale = min(scale, WORK_MAX_SIDE / max(h, w))
     else:
-        scale = WORK_LONG_SIDE / max(h, w)
+        scale = long_side / max(h, w)
     rh, rw = max(stride, round(h * scale)), max(stride, round(w * scale))
     t = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None, None]
     small = F.interpolate(t, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)[0, 0]

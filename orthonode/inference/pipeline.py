@@ -3,13 +3,15 @@
 Per route (``orthonode.completion.selection``):
 
 * **Radiograph pipelines** (``knee_radiograph``): every instance of the route's series is read
-  (``loading.load_radiograph``), letterboxed to the encoder's input (``preprocess.fit_to_square``) and
-  encoded once; every installed radiograph head of that anatomy reads the same embeddings. Images are
-  grouped by side (Image Laterality). A bilateral image (laterality ``B``) is split at the middle column
-  into the two knees: in the standard display of a frontal radiograph the patient's right is on the
-  image's left (Patient Orientation (0020,0020) row direction ``L``), and the split follows Patient
-  Orientation when present. Several images of one side: their probabilities are averaged; the key image
-  is the one most confident in the reported value.
+  (``loading.load_radiograph``) and turned into the joints to grade (``films.read_film``): an image that is
+  already a joint crop is graded whole; a full-size film is graded only when it is a frontal view (from
+  the header, else from the localiser's view classifier), per knee joint the localiser finds
+  (``localise``), each cut with the Chen crop geometry, its side from the header and its position on the
+  film (``laterality``); a lateral view, a film without a knee joint, a joint cut by the film's edge are
+  recorded outcomes without a grade (``PipelineOutput.not_graded``). The crops are letterboxed to the
+  encoder's input (``preprocess.fit_to_square``) and encoded once; every installed radiograph head of
+  that anatomy reads the same embeddings. Several images of one side: their probabilities are averaged;
+  the key image is the one most confident in the reported value.
 * **MRI pipelines**: each series of the route is read as a volume (``loading.load_volume``); the head's
   slice selection picks the slices, which are encoded and pooled by the head (attention pooling over the
   slice set). Several series: probabilities averaged; the key image is the central selected slice of the
@@ -27,7 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +42,12 @@ from orthonode.errors import OrthonodeError
 from orthonode.inference.backbones import is_vit
 from orthonode.inference.device import resolve_device
 from orthonode.inference.encoder import Encoder, EncoderOutput, load_encoder
+from orthonode.inference.films import JointCrop, Skip, read_film
 from orthonode.inference.findings import Finding, ModelIdentity, NotGraded, SourceImage, untrained_marked
 from orthonode.inference.heads import HeadRegistry, InstalledHead
 from orthonode.inference.layout import ENCODER_SUBDIR, HEADS_SUBDIR, models_root
-from orthonode.inference.loading import DecodeError, Radiograph, Volume, load_radiograph, load_volume
+from orthonode.inference.loading import DecodeError, Volume, load_radiograph, load_volume
+from orthonode.inference.localise import LOCALISER_SUBDIR, Localiser, LocaliserError
 from orthonode.inference.preprocess import Placement, fit_to_square, select_slices
 from orthonode.settings import Settings
 from orthonode.tasks import tta
@@ -89,6 +93,9 @@ class Models:
     root: Path
     encoder: Encoder
     registry: HeadRegistry
+    #: The knee-joint localiser trained on this encoder (``<models>/localiser``), if any: without it a
+    #: full-size film is not graded (a joint crop still is).
+    localiser: Localiser | None = None
     _loaded: dict[str, list[InstalledHead]] = field(default_factory=dict)
 
     @classmethod
@@ -101,7 +108,7 @@ class Models:
             autocast=settings.inference_autocast,
             device=resolve_device(settings.inference_device),
         )
-        return cls(root, encoder, HeadRegistry(root / HEADS_SUBDIR))
+        return cls(root, encoder, HeadRegistry(root / HEADS_SUBDIR), _localiser(root, encoder))
 
     def heads_for(self, pipeline: str) -> list[InstalledHead]:
         """The heads ``pipeline`` runs (trained on this encoder), loaded once."""
@@ -119,6 +126,19 @@ class Models:
             )
             lines.append(f"{b.task} {b.version} [{b.anatomy} {b.modality}, {state}]{match}")
         return lines
+
+
+def _localiser(root: Path, encoder: Encoder) -> Localiser | None:
+    """The localiser of ``root`` when there is one for ``encoder``; one log line when there is none."""
+    directory = root / LOCALISER_SUBDIR
+    if not directory.is_dir():
+        log.info("no knee-joint localiser in %s: full-size films will not be graded", root)
+        return None
+    try:
+        return Localiser.load(directory, encoder.fingerprint)
+    except LocaliserError as exc:
+        log.warning("%s: full-size films will not be graded", exc)
+        return None
 
 
 class ModelCache:
@@ -175,7 +195,7 @@ def run_pipeline(
             continue
         series = [s for s in route.series if s.series_uid in files_by_series]
         if route.modality == ModalityKind.RADIOGRAPH:
-            _radiograph_route(models.encoder, heads, series, files_by_series, route, out, batch_size)
+            _radiograph_route(models, heads, series, files_by_series, route, out, batch_size)
         else:
             _mri_route(models.encoder, heads, series, files_by_series, route, out, batch_size)
     return out
@@ -183,39 +203,22 @@ def run_pipeline(
 
 @dataclass(frozen=True)
 class _View:
-    """One side of one radiograph as the model sees it."""
+    """One knee of one radiograph as the model sees it."""
 
     side: str | None
     source: SourceImage
-    pixels: np.ndarray  # the crop shown as key image, [H, W] in [0, 1]
+    crop: JointCrop  # the pixels shown as key image, the joint's box on the film, notes
     square: np.ndarray  # model input, [S, S]
     placement: Placement
+    overview: np.ndarray | None  # the whole film, for the key image of a joint cut from it
 
 
-def _split_sides(
-    image: Radiograph, laterality: str | None, orientation: str | None
-) -> list[tuple[str | None, np.ndarray]]:
-    if laterality != "B":
-        return [(laterality if laterality in ("L", "R") else None, image.pixels)]
-    half = image.pixels.shape[1] // 2
-    left_half, right_half = image.pixels[:, :half], image.pixels[:, half:]
-    # Patient Orientation row direction: where increasing column index points in the patient. "L" (the
-    # usual frontal display) means the image's left half shows the patient's right side.
-    row_direction = (orientation or "L").split("\\")[0].strip().upper()[:1]
-    if row_direction == "R":
-        return [("L", left_half), ("R", right_half)]
-    return [("R", left_half), ("L", right_half)]
-
-
-def _radiograph_route(
-    encoder: Encoder,
-    heads: Sequence[InstalledHead],
-    series: Sequence[SeriesRole],
-    files_by_series: Mapping[str, Sequence[Path]],
-    route: Route,
-    out: PipelineOutput,
-    batch_size: int,
-) -> None:
+def _radiograph_views(
+    models: Models, route: Route, series: Sequence[SeriesRole], files_by_series: Mapping[str, Sequence[Path]],
+    heads: Sequence[InstalledHead], out: PipelineOutput,
+) -> list[_View]:  # fmt: skip
+    """Every joint to grade of the route's radiographs (:func:`films.read_film`); outcomes not graded
+    go to ``out.not_graded`` for every head."""
     size = max(h.card.input.img_size for h in heads)
     views: list[_View] = []
     for role in series:
@@ -227,12 +230,32 @@ def _radiograph_route(
                     out.failures.append(f"{route.pipeline}: {exc}")
                     continue
             laterality = _side(image.laterality, role.laterality, _paired(route.laterality))
+            with out.times.stage("localise"):
+                reading = read_film(image, laterality, models.localiser, models.encoder, size)
+            for skip in reading.skipped:
+                out.not_graded.extend(_not_graded(head, models.encoder, skip, image.source) for head in heads)
             with out.times.stage("preprocess"):
-                for side, pixels in _split_sides(image, laterality, image.patient_orientation):
-                    square, placement = fit_to_square(pixels, size, patch=encoder.patch_size)
-                    views.append(_View(side, image.source, pixels, square, placement))
+                for crop in reading.crops:
+                    square, placement = fit_to_square(crop.pixels, size, patch=models.encoder.patch_size)
+                    views.append(_View(crop.side, image.source, crop, square, placement, reading.overview))
+    return views
+
+
+def _radiograph_route(
+    models: Models,
+    heads: Sequence[InstalledHead],
+    series: Sequence[SeriesRole],
+    files_by_series: Mapping[str, Sequence[Path]],
+    route: Route,
+    out: PipelineOutput,
+    batch_size: int,
+) -> None:
+    encoder = models.encoder
+    recorded = len(out.not_graded)
+    views = _radiograph_views(models, route, series, files_by_series, heads, out)
     if not views:
-        out.failures.append(f"{route.pipeline}: no decodable image")
+        if len(out.not_graded) == recorded:  # nothing graded and nothing recorded: nothing readable
+            out.failures.append(f"{route.pipeline}: no decodable image")
         return
     squares = np.stack([v.square for v in views])[:, None]
     with out.times.stage("encode"):
@@ -246,10 +269,7 @@ def _radiograph_route(
     for head in heads:
         with out.times.stage("heads"):
             probs = head.predict_with_tta(embedded, mirrored)  # [views, labels]
-        by_side: dict[str | None, list[int]] = defaultdict(list)
-        for i, view in enumerate(views):
-            by_side[view.side].append(i)
-        for side, members in sorted(by_side.items(), key=lambda kv: kv[0] or ""):
+        for members in _by_knee(views):
             mean = probs[members].mean(axis=0)
             label = head.decide(mean)
             key = max(members, key=lambda i: probs[i, label])
@@ -258,18 +278,34 @@ def _radiograph_route(
             # of its positions); a ViT's stays the CLS-to-patch similarity.
             maps = None if is_vit(encoder.model) else head.class_activation(embedded, label)
             heatmap = view.placement.to_source(saliency[key] if maps is None else maps[key])
+            finding = _finding(
+                head, encoder, view.side, mean, tuple(views[i].source for i in members), view.source,
+                view.crop.pixels, heatmap,
+            )  # fmt: skip
             out.findings.append(
-                _finding(
-                    head,
-                    encoder,
-                    side,
-                    mean,
-                    tuple(views[i].source for i in members),
-                    view.source,
-                    view.pixels,
-                    heatmap,
-                )
+                replace(finding, region=view.crop.region, overview=view.overview, notes=view.crop.notes)
             )
+
+
+def _by_knee(views: Sequence[_View]) -> list[list[int]]:
+    """Indices of the views of one knee: the views of one side are averaged (several films of the right
+    knee); a joint of unknown side cut from a film stays on its own (two knees of one film whose side is
+    unknown are two knees, not one)."""
+    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for i, view in enumerate(views):
+        if view.side is None and view.crop.region is not None:
+            groups[("", i)].append(i)
+        else:
+            groups[(view.side or "", -1)].append(i)
+    return [groups[k] for k in sorted(groups)]
+
+
+def _not_graded(head: InstalledHead, encoder: Encoder, skip: Skip, source: SourceImage) -> NotGraded:
+    codes = head.card.codes
+    return NotGraded(
+        task=head.task, title=head.card.title, finding_site=Code(*codes.finding_site), laterality=skip.side,
+        reason=skip.reason, reason_code=skip.code, source=source, model=model_identity(head, encoder),
+    )  # fmt: skip
 
 
 def _mri_route(

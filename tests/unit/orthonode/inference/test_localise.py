@@ -62,8 +62,8 @@ def test_working_image_scales_by_the_long_side_or_by_the_spacing() -> None:
 
 
 def test_small_square_images_are_joint_crops_and_films_are_not() -> None:
-    assert is_joint_crop((224, 224)) and is_joint_crop((300, 260))
-    assert not is_joint_crop((1440, 1152)) and not is_joint_crop((224, 400))
+    assert is_joint_crop((224, 224)) and is_joint_crop((300, 260)) and is_joint_crop((72, 96))
+    assert not is_joint_crop((1440, 1152)) and not is_joint_crop((100, 400)) and not is_joint_crop((600, 600))
 
 
 def test_encoder_taps_of_an_efficientnet_are_stride_16_and_its_final_map() -> None:

@@ -259,8 +259,12 @@ def test_side_comes_from_the_series_role_when_the_image_has_none(
 
 
 def _bilateral(study: Study, directory: Path, orientation: list[str] | None) -> tuple[pydicom.Dataset, Path]:
-    ds = synthetic.radiograph(study.uid, laterality="L", rows=70, cols=130, seed=11)
+    """A film too large to be a joint crop (it goes to the localiser), both knees, no view in its header."""
+    ds = synthetic.radiograph(study.uid, laterality="L", rows=600, cols=900, seed=11)
     ds.ImageLaterality = "B"
+    for keyword in ("ViewCodeSequence", "ViewPosition", "SeriesDescription"):  # the header names no view
+        if keyword in ds:
+            delattr(ds, keyword)
     if orientation is None:
         del ds.PatientOrientation
     else:
@@ -269,31 +273,55 @@ def _bilateral(study: Study, directory: Path, orientation: list[str] | None) -> 
     return ds, path
 
 
+class _JointsAt:
+    """A localiser double for the pipeline's logic: the joints of every film at fixed places (the real
+    localiser is tested in test_localise.py and on real films in test_packaged_model.py)."""
+
+    def __init__(self, view: str, *centres: tuple[float, float]) -> None:
+        self.view, self.centres = view, centres
+
+    def localise(self, encoder: Any, pixels: np.ndarray, spacing: Any = None, source: Any = None) -> Any:
+        from orthonode.inference import localise as lc
+
+        boxes = [lc.chen_box(c, 200.0) for c in self.centres]
+        joints = tuple(
+            lc.KneeJoint(c, 200.0, box, 0.9, lc.ADULT_PLATEAU_MM / 200.0, "estimated",
+                         lc.outside_fraction(box, pixels.shape) > lc.PARTIAL_OUTSIDE)
+            for c, box in zip(self.centres, boxes, strict=True)
+        )  # fmt: skip
+        return lc.Localisation(joints, self.view, {self.view: 0.9}, None if joints else "no knee joint found")
+
+
 @pytest.mark.parametrize(
-    ("orientation", "left_half_side"),
+    ("orientation", "left_joint_side"),
     [(None, "R"), (["L", "F"], "R"), (["R", "F"], "L")],
     ids=["no-orientation", "row-L", "row-R"],
 )
-def test_bilateral_image_is_split_into_two_sides(
+def test_a_film_with_both_knees_is_graded_per_joint_found(
     models: Models,
     models_dir: Path,
     study: Study,
     tmp_path: Path,
     orientation: list[str] | None,
-    left_half_side: str,
+    left_joint_side: str,
 ) -> None:
+    """Each joint the localiser finds is cut with the Chen geometry and graded on its own; its side comes
+    from its position on the film (Patient Orientation), its box goes to the report, the film to the key
+    image. (Before issue 14 the film was split at its middle column.)"""
+    from orthonode.inference.localise import chen_box, cut_box
+
     ds, path = _bilateral(study, tmp_path, orientation)
     route = radiograph_route((ds, "B"), laterality="B")
-    out = run_pipeline(models, [route], {str(ds.SeriesInstanceUID): [path]})
-    assert out.failures == []
+    film = replace(models, localiser=_JointsAt("frontal", (220.0, 330.0), (680.0, 320.0)))
+    out = run_pipeline(film, [route], {str(ds.SeriesInstanceUID): [path]})  # type: ignore[arg-type]
+    assert out.failures == [] and out.not_graded == []
     found = by_key(out.findings)
     assert sorted(found) == [(t, s) for t in sorted(RADIOGRAPH_TASKS) for s in ("L", "R")]
 
     pixels = load_radiograph(path).pixels
-    np.testing.assert_allclose(pixels, windowed(ds), atol=1e-5)
-    halves = {"image-left": pixels[:, :65], "image-right": pixels[:, 65:]}
-    other = "L" if left_half_side == "R" else "R"
-    crops = {left_half_side: halves["image-left"], other: halves["image-right"]}
+    other = "L" if left_joint_side == "R" else "R"
+    centres = {left_joint_side: (220.0, 330.0), other: (680.0, 320.0)}
+    crops = {s: cut_box(pixels, chen_box(c, 200.0), SIZE) for s, c in centres.items()}
     features = reference_features(models, [fit_to_square(crops[s], SIZE)[0] for s in ("L", "R")])
     for task in RADIOGRAPH_TASKS:
         head = _head(models_dir, task)
@@ -301,9 +329,41 @@ def test_bilateral_image_is_split_into_two_sides(
         for row, side in enumerate(("L", "R")):
             finding = found[(task, side)]
             check_common(finding, head, expected[row])
-            assert finding.key_image.shape == (70, 65)
             np.testing.assert_array_equal(finding.key_image, crops[side])
+            assert finding.region is not None and finding.overview is not None
+            assert finding.region.box == pytest.approx(chen_box(centres[side], 200.0))
+            assert finding.region.scale_source == "estimated"
+            assert finding.overview.shape == (512, 768)  # the film, long side 768
             assert [s.sop_instance_uid for s in finding.sources] == [str(ds.SOPInstanceUID)]
+
+
+@pytest.mark.parametrize(
+    ("view", "localiser", "code"),
+    [
+        ("LL", None, "NGLATERAL"),  # the header says lateral: not graded, whatever the image
+        (None, None, "NOKNEEJOINT"),  # a film and no localiser for this encoder: never split blindly
+        (None, _JointsAt("lateral", (300.0, 300.0)), "NGLATERAL"),  # header silent: the image decides
+        (None, _JointsAt("other"), "NOKNEEJOINT"),  # a hip film routed as knee
+        (None, _JointsAt("frontal"), "NOKNEEJOINT"),  # frontal, but no joint found
+        (None, _JointsAt("frontal", (30.0, 300.0)), "NGPARTIAL"),  # the only joint is cut by the edge
+    ],
+    ids=["header-lateral", "no-localiser", "image-lateral", "image-other", "no-joint", "partial"],
+)
+def test_a_film_not_graded_is_a_recorded_outcome_with_its_reason(
+    models: Models, study: Study, tmp_path: Path, view: str | None, localiser: Any, code: str
+) -> None:
+    ds, path = _bilateral(study, tmp_path, None)
+    if view is not None:
+        ds.ViewPosition = view
+        (path,) = synthetic.write_all([ds], tmp_path / "with-view")
+    route = radiograph_route((ds, "B"), laterality="B")
+    film = replace(models, localiser=localiser)
+    out = run_pipeline(film, [route], {str(ds.SeriesInstanceUID): [path]})
+    assert out.findings == [] and out.failures == []
+    assert {n.task for n in out.not_graded} == set(RADIOGRAPH_TASKS)
+    assert {n.reason_code.value for n in out.not_graded} == {code}
+    assert all(n.source.sop_instance_uid == str(ds.SOPInstanceUID) for n in out.not_graded)
+    assert all(n.reason.startswith(("not graded", "no knee joint found")) for n in out.not_graded)
 
 
 def test_undecodable_file_fails_only_itself(
