@@ -10,7 +10,8 @@ A.26) and Computed Radiography (PS3.3 A.2).
 
 Written files use Explicit VR Little Endian and names from a counter (never from UIDs). The builders the
 tests alone need (MR series, in-memory Part 10 bytes) live in ``tests/support/peers/synthetic.py`` and
-build on :func:`base_dataset`, :func:`smooth_noise` and :func:`set_pixels_u16` here.
+build on :func:`base_dataset`, :func:`smooth_noise` and :func:`set_pixels_u16` here;
+``orthonode.peers.films`` wraps real full-size films with :func:`set_pixels_u8` and :func:`code_sequence`.
 """
 
 from __future__ import annotations
@@ -152,11 +153,27 @@ def set_pixels_u16(ds: Dataset, pixels: np.ndarray, bits_stored: int) -> None:
     ds["PixelData"].VR = "OW"
 
 
+def set_pixels_u8(ds: Dataset, pixels: np.ndarray) -> None:
+    """``pixels`` (uint8) as 8-bit MONOCHROME2 Pixel Data, padded to an even length (PS3.3 C.7.6.3,
+    PS3.5 7.1.1)."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    data = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    ds.PixelData = data + b"\x00" if len(data) % 2 else data
+    ds["PixelData"].VR = "OB"
+
+
 def _anatomic_region(body_part: str) -> DicomSequence:
-    return _code_sequence(ANATOMY_CODES.get(body_part.upper()))
+    return code_sequence(ANATOMY_CODES.get(body_part.upper()))
 
 
-def _code_sequence(code: tuple[str, str] | None) -> DicomSequence:
+def code_sequence(code: tuple[str, str] | None) -> DicomSequence:
+    """A one-item SNOMED CT (``SCT``) code sequence of ``(value, meaning)``; empty for ``None``."""
     if code is None:
         return DicomSequence([])
     item = Dataset()
@@ -198,7 +215,7 @@ def _projection_common(
         ds.LossyImageCompression = "00"
         ds.DetectorType = "DIRECT"
         ds.PositionerType = "NONE"
-        ds.ViewCodeSequence = _code_sequence(VIEW_CODES.get(view.upper()))
+        ds.ViewCodeSequence = code_sequence(VIEW_CODES.get(view.upper()))
         ds.AcquisitionContextSequence = DicomSequence([])
     else:
         ds.Laterality = laterality
@@ -302,16 +319,7 @@ def knee_radiograph_from_png(
     ds.ImageType = ["DERIVED", "PRIMARY"]
     ds.DerivationDescription = "8-bit grayscale PNG crop wrapped as DICOM; nominal pixel spacing"
     ds.ImagerPixelSpacing = [nominal_pixel_spacing_mm, nominal_pixel_spacing_mm]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    data = np.ascontiguousarray(pixels).tobytes()
-    ds.PixelData = data + b"\x00" if len(data) % 2 else data
-    ds["PixelData"].VR = "OB"
+    set_pixels_u8(ds, pixels)
     ds.WindowCenter = 128
     ds.WindowWidth = 256
     return ds
