@@ -10,6 +10,12 @@ delivery of the Structured Report and Secondary Capture key images back to the P
 Orthanc, to a plain local Storage SCP). It then reads the findings back from the SR that arrived there
 and writes the key images as PNG.
 
+Then, when ``../shared/data/knee_fullsize`` is there, a real full-size film goes the same way (issue 14):
+a FracAtlas frontal film with both knees (CC BY 4.0), wrapped as DX by ``orthonode.peers.films`` with a
+header the demo makes and labels so; the demo prints its report per knee -- side, grade, probability and
+the joint's box on the film -- and writes its key images (the whole film with both boxes, beside the crop
+the model saw) as PNG next to the others.
+
 Models: the trained default model shipped in the package when there is one; otherwise a randomly
 initialised encoder and head whose names, SR and SC all say UNTRAINED -- the demo says so plainly and
 presents nothing as a finding.
@@ -26,19 +32,24 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 
 from orthonode.index import reads
 from orthonode.index.db import transaction
 from orthonode.logging import configure as configure_logging
+from orthonode.peers.films import film_dx
 from orthonode.peers.orthanc import Orthanc, OrthancError
 from orthonode.peers.ports import free_port
 from orthonode.peers.sink import StoreSink
 from orthonode.peers.synthetic import knee_radiograph_from_png, new_study_uid, radiograph, write_all
 from orthonode.settings import load_settings
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "knee_kl224" / "val"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_IMAGES = SHARED_DATA / "knee_kl224" / "val"
+#: A real frontal film with both knees whole on it (FracAtlas, CC BY 4.0): the demo's full-size study.
+DEFAULT_FILM = SHARED_DATA / "knee_fullsize" / "knee_ap_both" / "IMG0000242.jpg"
 TIMEOUT_S = 180.0
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
@@ -101,7 +112,6 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def run_demo(images: Path | None = None, keep: bool = False) -> int:
-    from orthonode.dicom.scu import Peer, send_files
     from orthonode.service import Node, _start_worker_child, _stop_worker_child
 
     workdir = Path(tempfile.mkdtemp(prefix="orthonode-demo-"))
@@ -155,22 +165,13 @@ def run_demo(images: Path | None = None, keep: bool = False) -> int:
         uid, files, source = build_study(images, workdir / "study")
         _say(f"study: {source}")
         start = time.monotonic()
-        if pacs is not None:
-            pacs.add_modality("orthonode", settings.ae_title, "127.0.0.1", port)
-            pacs.upload_all(files)
-            _say(f"PACS: a throw-away Orthanc (DICOM port {pacs.dicom_port}) holds the study", start)
-            (orthanc_id,) = pacs.find_studies(uid)
-            pacs.store_to_modality("orthonode", [orthanc_id])
-            _say("PACS -> node: Orthanc sent the study by C-STORE", start)
-        else:
-            _say("Orthanc is not installed (apt-get install orthanc): sending with our own SCU", start)
-            results = send_files(Peer("127.0.0.1", port, settings.ae_title, "DEMOSCU"), files)
-            if not all(r.ok for r in results):
-                _say("the node refused the study: " + "; ".join(r.comment for r in results if not r.ok))
-                return 1
-        code = _follow(node, uid, start)
+        code = _send(pacs, settings.ae_title, port, uid, files, start)
+        if code == 0:
+            code = _follow(node, uid, start)
         if code == 0:
             code = _show_results(pacs, sink, uid, output, start)
+        if code == 0:
+            code = _film_demo(node, pacs, sink, settings.ae_title, port, workdir, output)
         if keep:
             _say(f"kept: {workdir}")
         else:
@@ -234,22 +235,51 @@ def _follow(node: object, uid: str, start: float) -> int:
     return 1
 
 
+def _send(pacs: Orthanc | None, ae_title: str, port: int, uid: str, files: list[Path], start: float) -> int:
+    """The study to the node: by Orthanc's C-STORE when Orthanc runs (the study uploaded to it first),
+    else by our own SCU. 1 when the node refused an instance."""
+    from orthonode.dicom.scu import Peer, send_files
+
+    if pacs is not None:
+        pacs.add_modality("orthonode", ae_title, "127.0.0.1", port)
+        pacs.upload_all(files)
+        _say(f"PACS: a throw-away Orthanc (DICOM port {pacs.dicom_port}) holds the study", start)
+        (orthanc_id,) = pacs.find_studies(uid)
+        pacs.store_to_modality("orthonode", [orthanc_id])
+        _say("PACS -> node: Orthanc sent the study by C-STORE", start)
+        return 0
+    _say("Orthanc is not installed (apt-get install orthanc): sending with our own SCU", start)
+    results = send_files(Peer("127.0.0.1", port, ae_title, "DEMOSCU"), files)
+    if not all(r.ok for r in results):
+        _say("the node refused the study: " + "; ".join(r.comment for r in results if not r.ok))
+        return 1
+    return 0
+
+
+def _results(
+    pacs: Orthanc | None, sink: StoreSink | None, uid: str, start: float
+) -> tuple[list[Any], list[Any]]:
+    """The SRs and the key images of study ``uid`` that reached the PACS (Orthanc or the local SCP)."""
+    datasets = []
+    if pacs is not None:
+        datasets = [dcmread(BytesIO(pacs.instance_file(item["ID"]))) for item in pacs.find_instances(uid)]
+    elif sink is not None:
+        datasets = [
+            ds for ds in (dcmread(path) for path in sink.files()) if ds.get("StudyInstanceUID") == uid
+        ]
+    reports = [ds for ds in datasets if ds.get("Modality") == "SR"]
+    images = [ds for ds in datasets if str(ds.get("SOPClassUID", "")) == SECONDARY_CAPTURE]
+    where = "Orthanc" if pacs is not None else "the local Storage SCP"
+    _say(f"PACS: {where} now holds {len(reports)} Structured Report(s) and {len(images)} key image(s)", start)
+    return reports, images
+
+
 def _show_results(pacs: Orthanc | None, sink: StoreSink | None, uid: str, output: Path, start: float) -> int:
     """Read the SR and the key images back from the PACS, print the findings, write the PNGs."""
     from orthonode.encode.sc import key_image_png
     from orthonode.encode.sr import read_report
 
-    datasets = []
-    if pacs is not None:
-        for item in pacs.find_instances(uid):
-            data = pacs.instance_file(item["ID"])
-            datasets.append(dcmread(BytesIO(data)))
-    elif sink is not None:
-        datasets = [dcmread(path) for path in sink.files()]
-    reports = [ds for ds in datasets if ds.get("Modality") == "SR"]
-    images = [ds for ds in datasets if str(ds.get("SOPClassUID", "")) == SECONDARY_CAPTURE]
-    where = "Orthanc" if pacs is not None else "the local Storage SCP"
-    _say(f"PACS: {where} now holds {len(reports)} Structured Report(s) and {len(images)} key image(s)", start)
+    reports, images = _results(pacs, sink, uid, start)
     if not reports:
         return 1
     _say("")
@@ -265,3 +295,66 @@ def _show_results(pacs: Orthanc | None, sink: StoreSink | None, uid: str, output
         _say(f"key image: {path}")
     _say("Research use only. Not for diagnostic use.")
     return 0
+
+
+def _film_demo(
+    node: object,
+    pacs: Orthanc | None,
+    sink: StoreSink | None,
+    ae_title: str,
+    port: int,
+    workdir: Path,
+    output: Path,
+) -> int:
+    """A real full-size film with both knees through the node (issue 14): wrapped as DX with a header the
+    demo makes (and labels so), sent, followed, its report printed per knee and its key images written."""
+    from orthonode.encode.sc import key_image_png
+    from orthonode.encode.sr import read_outcomes
+
+    if not DEFAULT_FILM.is_file():
+        _say("")
+        _say(
+            f"full-size film: skipped -- {DEFAULT_FILM} not found "
+            "(the FracAtlas films of ../shared/data/knee_fullsize)"
+        )
+        return 0
+    uid = new_study_uid()
+    files = write_all([film_dx(DEFAULT_FILM, uid, laterality="B", view="AP")], workdir / "film")
+    _say("")
+    _say(
+        f"full-size film: the real frontal film {DEFAULT_FILM.name} with both knees (FracAtlas, CC BY 4.0, "
+        "half size), wrapped as DX; its header is made by the demo and says so (Image Laterality B, "
+        "Patient Orientation L\\F, View Position AP, no pixel spacing)"
+    )
+    start = time.monotonic()
+    code = _send(pacs, ae_title, port, uid, files, start)
+    if code == 0:
+        code = _follow(node, uid, start)
+    if code != 0:
+        return code
+    reports, images = _results(pacs, sink, uid, start)
+    if len(reports) != 1:
+        return 1
+    outcomes = read_outcomes(reports[0])
+    _say("")
+    _say("Read back from the film's SR at the PACS (one line per knee joint, or why none is graded):")
+    for finding in sorted(outcomes.findings, key=lambda f: f.region.box[0] if f.region else 0.0):
+        p = f", p = {finding.probability:.2f}" if finding.probability is not None else ""
+        box = (
+            "box (x0, y0, x1, y1) = ("
+            + ", ".join(f"{v:.0f}" for v in finding.region.box)
+            + ") px on the film"
+            if finding.region
+            else "no box"
+        )
+        _say(f"  - {finding.laterality or '?'} knee: {finding.value}{p}; {box}  [{finding.model}]")
+        for note in finding.notes:
+            _say(f"      {note}")
+    for outcome in outcomes.not_graded:
+        _say(f"  - {outcome.laterality or 'film'}: {outcome.reason}")
+    for image in images:
+        side = str(image.get("Laterality") or "") or "unknown-side"
+        path = key_image_png(image, output / f"film-key-image-{side}.png")
+        _say(f"key image (the whole film with both boxes, and the crop the model saw): {path}")
+    _say("Research use only. Not for diagnostic use.")
+    return 0 if outcomes.findings or outcomes.not_graded else 1

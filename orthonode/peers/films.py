@@ -40,7 +40,7 @@ from orthonode.peers.synthetic import (
     set_pixels_u16,
 )
 
-__all__ = ["FILM_PATIENT_NAME", "STANDARD_ORIENTATION", "film_dx", "read_jpeg"]
+__all__ = ["FILM_PATIENT_ID", "FILM_PATIENT_NAME", "STANDARD_ORIENTATION", "film_dx", "read_jpeg"]
 
 FILM_PATIENT_NAME = "DEMO^FILM"
 FILM_PATIENT_ID = "FILM-DEMO-0001"

@@ -3,8 +3,8 @@
 "No patient identifiers in logs by default": every test checks the logs it produced -- the node and
 worker processes' log files (``support.node``) and the records logged in the test process -- for the
 patient names, IDs and birth dates of the data the suite sends (the real DICOM files under
-``../shared/data`` and the synthetic builders' constants). Purely numeric IDs shorter than 9 digits are
-left out: they collide with ports, byte counts and instance numbers in ordinary log lines.
+``../shared/data`` and the synthetic and film builders' constants). Purely numeric IDs shorter than 9
+digits are left out: they collide with ports, byte counts and instance numbers in ordinary log lines.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pydicom
 
+from orthonode.peers.films import FILM_PATIENT_ID, FILM_PATIENT_NAME
 from orthonode.peers.synthetic import SYNTHETIC_PATIENT_ID, SYNTHETIC_PATIENT_NAME
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -34,7 +35,12 @@ def _forms(field: str, value: str) -> set[str]:
 def identifiers() -> dict[str, str]:
     """identifier -> the field it is (values of fewer than 4 characters are not searched)."""
     found: dict[str, str] = {}
-    for field, value in (("PatientName", SYNTHETIC_PATIENT_NAME), ("PatientID", SYNTHETIC_PATIENT_ID)):
+    for field, value in (
+        ("PatientName", SYNTHETIC_PATIENT_NAME),
+        ("PatientID", SYNTHETIC_PATIENT_ID),
+        ("PatientName", FILM_PATIENT_NAME),
+        ("PatientID", FILM_PATIENT_ID),
+    ):
         found.update(dict.fromkeys(_forms(field, value), field))
     for path in sorted(SHARED_DATA.rglob("*.dcm")) if SHARED_DATA.is_dir() else []:
         try:
