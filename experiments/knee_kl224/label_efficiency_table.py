@@ -41,7 +41,8 @@ def main() -> int:
     table = rows(Path(sys.argv[1]))
     if len(sys.argv) > 2:
         Path(sys.argv[2]).write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
-    print("| training patients | seed | images (fit + carve) | best epoch / run | val accuracy | val QWK | MAE |")
+    header = ("training patients", "seed", "images (fit + carve)", "best epoch / run", "val accuracy")
+    print("| " + " | ".join((*header, "val QWK", "MAE")) + " |")
     print("|---|---|---|---|---|---|---|")
     for r in table:
         v = r["val"]
