@@ -219,6 +219,7 @@ def _add_localiser(sub: _Subcommands) -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--threshold", type=float, default=0.5, help="heat-map peak that counts as a joint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", type=Path, default=None, help="keep the encoded films here (a torch file)")
     p.add_argument("--out", type=Path, required=True, help="bundle directory (e.g. <models>/localiser)")
 
 
@@ -533,7 +534,7 @@ def cmd_localiser(args: argparse.Namespace) -> int:
 
     localiser, report = fit_localiser(
         _encoder(args.encoder), args.films, args.annotations, augment_n=args.augment, folds=args.folds,
-        threshold=args.threshold, steps=args.steps, seed=args.seed,
+        threshold=args.threshold, steps=args.steps, seed=args.seed, cache=args.cache,
     )  # fmt: skip
     localiser.save(args.out)
     (args.out.parent / f"{args.out.name}_cv.json").write_text(

@@ -21,6 +21,7 @@ from the annotated plateau (:data:`ADULT_PLATEAU_MM`). Detections on partial kne
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import math
 import statistics
@@ -187,6 +188,28 @@ def build_samples(encoder: Any, films: Sequence[Film], augment_n: int, seed: int
     return samples
 
 
+def cached_samples(
+    encoder: Any, films: Sequence[Film], augment_n: int, seed: int, cache: Path | None, inputs: Sequence[Path]
+) -> list[Sample]:
+    """:func:`build_samples`, kept in ``cache`` (a torch file) under a key of everything they depend on:
+    the encoder's fingerprint, the passes, the seed and the sha256 of the manifest and the annotations."""
+    key = {
+        "encoder": encoder.fingerprint, "augment": augment_n, "seed": seed,
+        "inputs": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs},
+    }  # fmt: skip
+    if cache is not None and cache.exists():
+        stored = torch.load(cache, weights_only=False)
+        if stored.get("key") == key:
+            log.info("localiser: %d encoded samples from %s", len(stored["samples"]), cache)
+            return list(stored["samples"])
+        log.info("localiser: %s was made from other inputs; encoding again", cache)
+    samples = build_samples(encoder, films, augment_n, seed)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "samples": samples}, cache)
+    return samples
+
+
 # ------------------------------------------------------------------------------------------- training
 def targets(sample: Sample) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(heat [h, w], weight [h, w], regression [3, h, w], regression mask [h, w])`` at stride 16."""
@@ -201,6 +224,12 @@ def targets(sample: Sample) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, t
             weight[d2 <= 2.0**2] = 0.0  # neither a joint to find nor background
             continue
         heat = torch.maximum(heat, torch.exp(-d2 / 2.0))
+        r, c = (
+            int(cy),
+            int(cx),
+        )  # the cell holding the centre is the positive (CenterNet); the offset says where in it
+        if 0 <= r < h and 0 <= c < w:
+            heat[r, c] = 1.0
         near = d2 <= 1.5**2
         reg[0][near] = (cx - xs)[near]
         reg[1][near] = (cy - ys)[near]
@@ -217,8 +246,8 @@ def _batch(samples: Sequence[Sample]) -> tuple[list[torch.Tensor], ...]:
     for s in samples:
         h, w = s.taps[0].shape[-2:]
         pad = (0, wmax - w, 0, hmax - h)
-        t16.append(F.pad(s.taps[0].float(), pad))
-        t32.append(F.pad(s.taps[1].float(), (0, wmax // 2 - w // 2, 0, hmax // 2 - h // 2)))
+        t16.append(F.pad(s.taps[0], pad))
+        t32.append(F.pad(s.taps[1], (0, wmax // 2 - w // 2, 0, hmax // 2 - h // 2)))
         a, b, c, d = targets(s)
         heat.append(F.pad(a, pad))
         weight.append(F.pad(b, pad, value=1.0))
@@ -234,27 +263,35 @@ def train_head(
     torch.manual_seed(seed)
     channels = (samples[0].taps[0].shape[0], samples[0].taps[1].shape[0])
     head = LocaliserHead(channels)
+    with torch.no_grad():  # the heat map starts at a prior of 0.1 (CenterNet's initialisation)
+        bias = head.last.bias
+        assert bias is not None
+        bias[0] = -2.19
     opt = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     rng = np.random.default_rng(seed)
+    # every sample padded to one map size and its targets computed once; a step indexes them
+    t16_all, t32_all, heat_all, weight_all, reg_all, mask_all = (torch.stack(x) for x in _batch(samples))
+    views_all = torch.tensor([s.view for s in samples])
     for step in range(steps):
-        picked = [samples[i] for i in rng.choice(len(samples), size=min(batch, len(samples)), replace=False)]
-        t16, t32, heat, weight, reg, mask = (torch.stack(x) for x in _batch(picked))
+        idx = torch.from_numpy(rng.choice(len(samples), size=min(batch, len(samples)), replace=False))
+        t16, t32 = t16_all[idx].float(), t32_all[idx].float()
+        heat, weight, reg, mask = heat_all[idx], weight_all[idx], reg_all[idx], mask_all[idx]
         maps, view_logits = head([t16, t32])
         logit = maps[:, 0]
         # penalty-reduced focal loss of CenterNet (Zhou et al. 2019) on the Gaussian heat map
-        p = torch.sigmoid(logit).clamp(1e-4, 1 - 1e-4)
-        pos = heat >= 0.99
-        pos_loss = -(torch.log(p) * (1 - p) ** 2)[pos].sum()
-        neg_loss = -(torch.log(1 - p) * p**2 * (1 - heat) ** 4 * weight)[~pos].sum()
+        # (log-sigmoid, not a clamped log: a clamp stops the gradient of a confidently wrong cell)
+        p = torch.sigmoid(logit)
+        pos = heat >= 1.0
+        pos_loss = -(F.logsigmoid(logit) * (1 - p) ** 2)[pos].sum()
+        neg_loss = -(F.logsigmoid(-logit) * p**2 * (1 - heat) ** 4 * weight)[~pos].sum()
         n_pos = max(int(pos.sum()), 1)
         heat_loss = (pos_loss + neg_loss) / n_pos
         m = mask[:, None].expand_as(reg)
         reg_loss = (
             F.smooth_l1_loss(maps[:, 1:][m > 0], reg[m > 0]) if bool((m > 0).any()) else logit.sum() * 0
         )
-        views = torch.tensor([s.view for s in picked])
-        view_loss = F.cross_entropy(view_logits, views)
+        view_loss = F.cross_entropy(view_logits, views_all[idx])
         loss = heat_loss + reg_loss + 0.5 * view_loss
         opt.zero_grad()
         loss.backward()
@@ -399,11 +436,14 @@ def fit_localiser(
     threshold: float = 0.5,
     steps: int = 600,
     seed: int = 0,
+    cache: Path | None = None,
 ) -> tuple[Localiser, dict[str, Any]]:
     """Cross-validate, then train on every film; the card carries the cross-validated figures."""
     films = load_films(films_root, annotations)
     start = time.perf_counter()
-    samples = build_samples(encoder, films, augment_n, seed)
+    samples = cached_samples(
+        encoder, films, augment_n, seed, cache, [films_root / "manifest.csv", annotations]
+    )
     encode_s = time.perf_counter() - start
     rows = (
         cross_validate(encoder, films, samples, folds=folds, threshold=threshold, steps=steps)

@@ -233,6 +233,13 @@ class LocaliserHead(nn.Module):
         )
         self.view = nn.Linear(channels[-1], views)
 
+    @property
+    def last(self) -> nn.Conv2d:
+        """The output convolution (channel 0: the heat-map logit)."""
+        conv = self.body[-1]
+        assert isinstance(conv, nn.Conv2d)
+        return conv
+
     def forward(self, taps: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         size = taps[0].shape[-2:]
         mixed = sum(
