@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from functools import cache
+from typing import Any, Protocol, cast
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import Connection, Executable, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -106,22 +107,6 @@ class InstanceRefused(OrthonodeError):
         self.detail = detail
 
 
-def _insert_ignore(session: Session, model: type[Any], values: dict[str, Any], key: str) -> None:
-    """INSERT ... ON CONFLICT (key) DO NOTHING on PostgreSQL and SQLite."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        session.execute(
-            postgresql.insert(model).values(**values).on_conflict_do_nothing(index_elements=[key])
-        )
-    elif dialect == "sqlite":
-        session.execute(sqlite.insert(model).values(**values).on_conflict_do_nothing(index_elements=[key]))
-    else:  # pragma: no cover - other backends: plain check-then-insert under the caller's transaction
-        column = getattr(model, key)
-        if session.execute(select(model.id).where(column == values[key])).first() is None:
-            session.add(model(**values))
-            session.flush()
-
-
 # --------------------------------------------------------------------------------------------------
 # Receiving
 # --------------------------------------------------------------------------------------------------
@@ -135,29 +120,110 @@ def record_instance(
     max_instances_per_study: int,
 ) -> Recorded:
     """Index one stored instance (in the caller's transaction). Raises :class:`InstanceRefused`."""
-    study = _locked_study_for(session, fields, now)
-    duplicate = session.execute(
-        select(Instance.revision).where(
-            Instance.sop_instance_uid == fields.sop_instance_uid, Instance.sha256 == stored.sha256
-        )
+    sql = _statements(session.get_bind().dialect.name)
+    conn = session.connection()
+    study = _locked_study_for(conn, sql, fields, now)
+    duplicate = conn.execute(
+        sql.duplicate, {"sop": fields.sop_instance_uid, "sha256": stored.sha256}
     ).scalar_one_or_none()
     if duplicate is not None:
-        _touch_on_resend(session, study, fields, now)
+        _touch_on_resend(conn, sql, study, fields, now)
         return Recorded(RecordOutcome.DUPLICATE, study.id, study.version, duplicate, reopened=False)
     if study.instance_count >= max_instances_per_study:
         raise InstanceRefused(
             Refusal.STUDY_FULL,
             f"study already holds {study.instance_count} instances (max_instances_per_study)",
         )
-    series_id = _series_for(session, study.id, fields, now)
-    prior = session.execute(
-        select(func.max(Instance.revision)).where(Instance.sop_instance_uid == fields.sop_instance_uid)
-    ).scalar_one()
+    series_id = _series_for(conn, sql, study.id, fields, now)
+    prior = conn.execute(sql.prior_revision, {"sop": fields.sop_instance_uid}).scalar_one()
     revision = (prior or 0) + 1
-    version, reopened = _count_arrival(session, study, series_id, fields, now)
-    _insert_instance(session, study.id, series_id, fields, stored, revision, version, calling_aet, now)
+    version, reopened = _count_arrival(conn, sql, study, series_id, fields, now)
+    conn.execute(
+        sql.insert_instance,
+        {
+            "study_id": study.id,
+            "series_id": series_id,
+            "sop_instance_uid": fields.sop_instance_uid,
+            "sop_class_uid": fields.sop_class_uid,
+            "transfer_syntax_uid": fields.transfer_syntax_uid,
+            "revision": revision,
+            "study_version": version,
+            "instance_number": fields.instance_number,
+            "image_laterality": fields.image_laterality,
+            "sha256": stored.sha256,
+            "size_bytes": stored.size,
+            "rel_path": stored.rel_path,
+            "calling_aet": calling_aet,
+            "received_at": now,
+        },
+    )
     outcome = RecordOutcome.NEW_REVISION if prior else RecordOutcome.STORED
     return Recorded(outcome, study.id, version, revision, reopened)
+
+
+@dataclass(frozen=True)
+class _RecordStatements:
+    """The statements :func:`record_instance` runs, built once per dialect with bind parameters.
+
+    ``benchmarks/ingest.py`` under py-spy: building a statement per instance (ORM-enabled ``insert()`` /
+    ``update().values()``, its cache key, the ORM bulk-DML path) was most of the index's CPU per C-STORE.
+    A statement object built once keeps its memoised cache key and hits the engine's compiled cache."""
+
+    insert_study: Executable
+    locked_study: Executable
+    duplicate: Executable
+    touch_study: Executable
+    touch_series: Executable
+    insert_series: Executable
+    series: Executable
+    prior_revision: Executable
+    count_in_study: Executable
+    count_in_series: Executable
+    insert_instance: Executable
+
+
+def _insert_ignore_stmt(dialect: str, table: Table, key: str) -> Executable:
+    """INSERT ... ON CONFLICT (key) DO NOTHING, with a bind parameter per column named in the call."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
+    raise NotImplementedError(f"recording instances needs PostgreSQL or SQLite, not {dialect}")
+
+
+@cache
+def _statements(dialect: str) -> _RecordStatements:
+    study, series, instance = Study.__table__, Series.__table__, Instance.__table__
+    assert isinstance(study, Table) and isinstance(series, Table) and isinstance(instance, Table)
+    return _RecordStatements(
+        insert_study=_insert_ignore_stmt(dialect, study, "study_uid"),
+        locked_study=select(
+            study.c.id, study.c.version, study.c.state, study.c.instance_count, study.c.study_description
+        )
+        .where(study.c.study_uid == bindparam("study_uid"))
+        .with_for_update(),
+        duplicate=select(instance.c.revision).where(
+            instance.c.sop_instance_uid == bindparam("sop"), instance.c.sha256 == bindparam("sha256")
+        ),
+        touch_study=update(study)
+        .where(study.c.id == bindparam("b_id"))
+        .values(last_received_at=bindparam("now")),
+        touch_series=update(series)
+        .where(series.c.study_id == bindparam("b_study_id"), series.c.series_uid == bindparam("b_uid"))
+        .values(last_received_at=bindparam("now")),
+        insert_series=_insert_ignore_stmt(dialect, series, "series_uid"),
+        series=select(series.c.id, series.c.study_id).where(series.c.series_uid == bindparam("uid")),
+        prior_revision=select(func.max(instance.c.revision)).where(
+            instance.c.sop_instance_uid == bindparam("sop")
+        ),
+        count_in_study=update(study)
+        .where(study.c.id == bindparam("b_id"))
+        .values(last_received_at=bindparam("now"), instance_count=study.c.instance_count + 1),
+        count_in_series=update(series)
+        .where(series.c.id == bindparam("b_id"))
+        .values(last_received_at=bindparam("now"), instance_count=series.c.instance_count + 1),
+        insert_instance=insert(instance),
+    )
 
 
 @dataclass(frozen=True)
@@ -171,11 +237,12 @@ class _StudyRow:
     study_description: str | None
 
 
-def _locked_study_for(session: Session, fields: InstanceFields, now: datetime) -> _StudyRow:
+def _locked_study_for(
+    conn: Connection, sql: _RecordStatements, fields: InstanceFields, now: datetime
+) -> _StudyRow:
     """The instance's study (created on its first instance), locked for this transaction."""
-    _insert_ignore(
-        session,
-        Study,
+    conn.execute(
+        sql.insert_study,
         {
             "study_uid": fields.study_uid,
             "version": 1,
@@ -186,39 +253,35 @@ def _locked_study_for(session: Session, fields: InstanceFields, now: datetime) -
             "last_received_at": now,
             "state_changed_at": now,
         },
-        "study_uid",
     )
-    # Core statements rather than ORM objects: this runs once per received instance (benchmarks/ingest.py
-    # measured the ORM unit of work as the largest CPU cost of a C-STORE).
-    row = session.execute(
-        select(Study.id, Study.version, Study.state, Study.instance_count, Study.study_description)
-        .where(Study.study_uid == fields.study_uid)
-        .with_for_update()
-    ).one()
+    row = conn.execute(sql.locked_study, {"study_uid": fields.study_uid}).one()
     return _StudyRow(*row)
 
 
-def _touch_on_resend(session: Session, study: _StudyRow, fields: InstanceFields, now: datetime) -> None:
+def _touch_on_resend(
+    conn: Connection, sql: _RecordStatements, study: _StudyRow, fields: InstanceFields, now: datetime
+) -> None:
     """A resend is an arrival: the sender is still sending this study (e.g. all of it again after the
     node crashed), so its quiet time starts again. A complete study is not reopened by identical data:
     no new version, no second report."""
     if study.state != StudyState.RECEIVING:
         return
-    session.execute(update(Study).where(Study.id == study.id).values(last_received_at=now))
-    session.execute(
-        update(Series)
-        .where(Series.study_id == study.id, Series.series_uid == fields.series_uid)
-        .values(last_received_at=now)
-    )
+    conn.execute(sql.touch_study, {"b_id": study.id, "now": now})
+    conn.execute(sql.touch_series, {"b_study_id": study.id, "b_uid": fields.series_uid, "now": now})
 
 
 def _count_arrival(
-    session: Session, study: _StudyRow, series_id: int, fields: InstanceFields, now: datetime
+    conn: Connection,
+    sql: _RecordStatements,
+    study: _StudyRow,
+    series_id: int,
+    fields: InstanceFields,
+    now: datetime,
 ) -> tuple[int, bool]:
     """Count a new instance in its study and series; (study version, whether a new version began)."""
     reopened = study.state != StudyState.RECEIVING
     version = study.version + 1 if reopened else study.version
-    changes: dict[str, Any] = {"last_received_at": now, "instance_count": Study.instance_count + 1}
+    changes: dict[str, Any] = {}
     if reopened:  # a late instance after completion: a new study version begins
         changes.update(
             version=version,
@@ -229,51 +292,25 @@ def _count_arrival(
         )
     if study.study_description is None and fields.study_description is not None:
         changes["study_description"] = fields.study_description
-    session.execute(update(Study).where(Study.id == study.id).values(**changes))
-    session.execute(
-        update(Series)
-        .where(Series.id == series_id)
-        .values(last_received_at=now, instance_count=Series.instance_count + 1)
-    )
+    if changes:  # rare: a statement of its own
+        table = cast(Table, Study.__table__)
+        conn.execute(
+            update(table)
+            .where(table.c.id == study.id)
+            .values(last_received_at=now, instance_count=table.c.instance_count + 1, **changes)
+        )
+    else:
+        conn.execute(sql.count_in_study, {"b_id": study.id, "now": now})
+    conn.execute(sql.count_in_series, {"b_id": series_id, "now": now})
     return version, reopened
 
 
-def _insert_instance(
-    session: Session,
-    study_id: int,
-    series_id: int,
-    fields: InstanceFields,
-    stored: StoredCopy,
-    revision: int,
-    version: int,
-    calling_aet: str | None,
-    now: datetime,
-) -> None:
-    session.execute(
-        insert(Instance).values(
-            study_id=study_id,
-            series_id=series_id,
-            sop_instance_uid=fields.sop_instance_uid,
-            sop_class_uid=fields.sop_class_uid,
-            transfer_syntax_uid=fields.transfer_syntax_uid,
-            revision=revision,
-            study_version=version,
-            instance_number=fields.instance_number,
-            image_laterality=fields.image_laterality,
-            sha256=stored.sha256,
-            size_bytes=stored.size,
-            rel_path=stored.rel_path,
-            calling_aet=calling_aet,
-            received_at=now,
-        )
-    )
-
-
-def _series_for(session: Session, study_id: int, fields: InstanceFields, now: datetime) -> int:
+def _series_for(
+    conn: Connection, sql: _RecordStatements, study_id: int, fields: InstanceFields, now: datetime
+) -> int:
     """The id of the instance's series, created on its first instance."""
-    _insert_ignore(
-        session,
-        Series,
+    conn.execute(
+        sql.insert_series,
         {
             "study_id": study_id,
             "series_uid": fields.series_uid,
@@ -291,11 +328,8 @@ def _series_for(session: Session, study_id: int, fields: InstanceFields, now: da
             "first_received_at": now,
             "last_received_at": now,
         },
-        "series_uid",
     )
-    series = session.execute(
-        select(Series.id, Series.study_id).where(Series.series_uid == fields.series_uid)
-    ).one()
+    series = conn.execute(sql.series, {"uid": fields.series_uid}).one()
     if series.study_id != study_id:
         raise InstanceRefused(
             Refusal.SERIES_OF_ANOTHER_STUDY, "Series Instance UID already belongs to another study"
