@@ -30,7 +30,7 @@ from orthonode.completion.selection import ViewKind
 from orthonode.encode import codes as oc
 from orthonode.inference.findings import ImageRegion
 from orthonode.inference.laterality import joint_sides
-from orthonode.inference.localise import Localiser, cut_box, is_joint_crop, working_image
+from orthonode.inference.localise import ADULT_PLATEAU_MM, Localiser, cut_box, is_joint_crop, working_image
 from orthonode.inference.radiograph import Radiograph
 
 __all__ = ["FilmReading", "JointCrop", "Skip", "read_film"]
@@ -132,13 +132,12 @@ def _crops(image: Radiograph, side: str | None, found: Any, size: int) -> FilmRe
             joint.mm_per_px,
             joint.scale_source,
         )
-        scale = (
-            "estimated from the plateau"
-            if joint.scale_source == "estimated"
-            else f"from {joint.scale_source}"
-        )
-        notes = (*decision.notes, f"joint located with confidence {joint.confidence:.2f}; "
-                 f"tibial plateau {joint.plateau_mm:.0f} mm ({scale})")  # fmt: skip
+        mm = joint.mm_per_px
+        if joint.scale_source == "estimated":
+            scale = f"scale estimated from the plateau taken as {ADULT_PLATEAU_MM:.0f} mm: {mm:.2f} mm/px"
+        else:
+            scale = f"tibial plateau {joint.plateau_mm:.0f} mm ({joint.scale_source}, {mm:.3f} mm/px)"
+        notes = (*decision.notes, f"joint located with confidence {joint.confidence:.2f}; {scale}")
         crops.append(JointCrop(decision.side, cut_box(image.pixels, joint.box, size), region, notes))
     return FilmReading(tuple(crops), tuple(skipped), overview_of(image.pixels))
 
