@@ -44,7 +44,7 @@ from orthonode.inference.localise import (
     Localiser,
     LocaliserCard,
     LocaliserHead,
-    encoder_taps,
+    image_taps,
     working_image,
 )
 
@@ -117,7 +117,6 @@ class Sample:
     taps: tuple[torch.Tensor, torch.Tensor]  # float16 [C, h, w] each
     knees: tuple[Knee, ...]
     view: int
-    shape: tuple[int, int]  # working image (rows, cols) before padding
 
 
 def augment(
@@ -171,16 +170,13 @@ def build_samples(encoder: Any, films: Sequence[Film], augment_n: int, seed: int
     """Every film once as stored and ``augment_n - 1`` times augmented, through the frozen encoder."""
     rng = np.random.default_rng(seed)
     samples: list[Sample] = []
-    dtype = next(encoder.model.parameters()).dtype
     start = time.perf_counter()
     for i, film in enumerate(films):
         pixels = read_film(film.path)
         for a in range(augment_n):
             image, knees, _ = augment(pixels, film.knees, rng, identity=a == 0)
-            with torch.inference_mode():
-                taps = encoder_taps(encoder.model, encoder.prepare(image[None, None]).to(dtype=dtype))
-            s16, s32 = (t[0].float().to(torch.float16) for t in taps)
-            samples.append(Sample(i, (s16, s32), tuple(knees), VIEWS.index(film.view), image.shape))
+            s16, s32 = (t.to(torch.float16) for t in image_taps(encoder, image))
+            samples.append(Sample(i, (s16, s32), tuple(knees), VIEWS.index(film.view)))
         if (i + 1) % 10 == 0:
             log.info(
                 "localiser: %d/%d films encoded (%.0f s)", i + 1, len(films), time.perf_counter() - start

@@ -54,6 +54,7 @@ __all__ = [
     "chen_box",
     "cut_box",
     "encoder_taps",
+    "image_taps",
     "is_joint_crop",
     "working_image",
 ]
@@ -217,6 +218,17 @@ def encoder_taps(model: nn.Module, x: Tensor) -> list[Tensor]:
     return [fmap, fmap]
 
 
+def image_taps(encoder: Any, image: np.ndarray) -> list[Tensor]:
+    """The :func:`encoder_taps` of one working image ``[H, W]`` in ``[0, 1]`` through ``encoder`` (an
+    ``orthonode.inference.encoder.Encoder``: its normalisation, device and dtype), float32 ``[C, h, w]``
+    on the CPU -- what the localiser reads at run time and what ``heads localiser`` caches to train it."""
+    x = encoder.prepare(image[None, None])
+    dtype = next(encoder.model.parameters()).dtype
+    with torch.inference_mode():
+        taps = encoder_taps(encoder.model, x.to(encoder.device, dtype=dtype))
+    return [t[0].float().cpu() for t in taps]
+
+
 class LocaliserHead(nn.Module):
     """Joint heat map, offset and plateau width at stride 16, and the view, from the encoder's taps.
 
@@ -336,11 +348,8 @@ class Localiser:
 
     def outputs(self, encoder: Any, image: np.ndarray) -> tuple[Tensor, Tensor]:
         """``(maps [4, h, w], view logits [V])`` for one working image ``[H, W]`` in ``[0, 1]``."""
-        x = encoder.prepare(image[None, None])
-        dtype = next(encoder.model.parameters()).dtype
         with torch.inference_mode():
-            taps = encoder_taps(encoder.model, x.to(encoder.device, dtype=dtype))
-            maps, views = self.head([t.float().cpu() for t in taps])
+            maps, views = self.head([t[None] for t in image_taps(encoder, image)])
         return maps[0], views[0]
 
     def localise(
