@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/export)")
     export.add_argument("--name", default=None)
     export.add_argument("--version", default=None)
+    export.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="input side the encoder is used at (default the global crop size; convolutional backbones only)",
+    )
     rand = sub.add_parser(
         "export-random", help="the random-init baseline: ARCH randomly initialised, in the export format"
     )
@@ -193,7 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.run_dir.is_dir():
                 print(f"ssl-train export: no such run directory {args.run_dir}", file=sys.stderr)
                 return EXIT_MISSING
-            card = export_run(args.run_dir, args.out, name=args.name, version=args.version)
+            card = export_run(
+                args.run_dir, args.out, name=args.name, version=args.version, img_size=args.img_size
+            )
             print(json.dumps({"arch": card.arch, "fingerprint": card.fingerprint, "version": card.version}))
             return EXIT_OK
         if int(os.environ.get("RANK", "0")) == 0:

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from orthonode.inference.backbones import family
 from orthonode.inference.encoder import EncoderCard, save_encoder
 from ssl_train.checkpoint import config_of_run, latest_checkpoint, load_checkpoint
 from ssl_train.config import config_to_dict
@@ -34,6 +35,7 @@ def export_run(
     name: str | None = None,
     version: str | None = None,
     checkpoint: str | Path | None = None,
+    img_size: int | None = None,
 ) -> EncoderCard:
     """Write ``encoder.safetensors`` + ``encoder.json`` of the run's teacher backbone.
 
@@ -43,12 +45,21 @@ def export_run(
         name: encoder name (default the run name).
         version: encoder version (default ``it<iteration>``).
         checkpoint: a specific checkpoint file (default the latest).
+        img_size: the input side the encoder card declares (default the run's global crop size). Only a
+            convolutional backbone may take another: it computes at any size, while a ViT's position
+            embeddings were trained for the global crop's grid.
 
     Raises:
         TrainingError: when the run has no checkpoint.
     """
     run_path = Path(run_dir)
     cfg = config_of_run(run_path)
+    side = cfg.crops.global_size if img_size is None else int(img_size)
+    if side != cfg.crops.global_size and family(cfg.model.arch) != "cnn":
+        raise TrainingError(
+            f"--img-size {side}: {cfg.model.arch} is a ViT trained at {cfg.crops.global_size} px; only a "
+            "convolutional backbone is exported at another input size"
+        )
     ckpt_path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_path)
     if ckpt_path is None:
         raise TrainingError(f"{run_path} has no checkpoint to export")
@@ -79,7 +90,7 @@ def export_run(
         target,
         name=name or cfg.run.name,
         version=version or f"it{iteration}",
-        img_size=cfg.crops.global_size,
+        img_size=side,
         mean=cfg.crops.mean,
         std=cfg.crops.std,
         training=training,

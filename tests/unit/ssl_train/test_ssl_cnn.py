@@ -103,6 +103,12 @@ def test_continued_pretraining_of_efficientnet_lite_resumes_exactly_and_exports(
     assert (card.mean, card.std, card.patch_size) == (0.5, 0.5, 32)
     out = encoder.embed(torch.rand(1, 1, 64, 64))
     assert out.cls.shape == (1, 1280) and out.grid == (2, 2)
+    # the same teacher declared for another input side (a CNN computes at any size): same tensors
+    wide = export_run(straight.run_dir, tmp_path / "export-96", img_size=96)
+    assert wide.img_size == 96 != card.img_size
+    other = load_encoder(tmp_path / "export-96").model.state_dict()
+    for key, value in encoder.model.state_dict().items():
+        assert torch.equal(other[key], value), key
 
 
 def test_the_teacher_follows_the_students_batch_norm_statistics() -> None:

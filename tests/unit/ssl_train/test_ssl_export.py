@@ -102,6 +102,11 @@ def test_exported_encoder_reproduces_the_teacher(run_dir: Path) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_vit_is_not_exported_at_another_input_size(run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="only a convolutional backbone"):
+        export_run(run_dir, tmp_path / "enc", img_size=64)
+
+
 def test_export_without_checkpoint_raises(tmp_path: Path, run_dir: Path) -> None:
     empty = tmp_path / "run"
     empty.mkdir()
