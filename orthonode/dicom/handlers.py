@@ -1,9 +1,9 @@
 """The C-ECHO and C-STORE handlers (PS3.4 Annex A and B): thin, as in pynetdicom's qrscp app.
 
-A C-STORE is acknowledged with Success only after the received bytes are fsynced, renamed into place
-and indexed in a committed transaction. No decoding of pixels, no inference, no network calls here.
-Every refusal is a *named* status (:class:`~orthonode.dicom.contexts.StoreStatus`) with an Error
-Comment, and one log line that names the problem but no patient identifier.
+A C-STORE is acknowledged with Success only after the received bytes are renamed into place, fsynced
+with their directory, and indexed in a committed transaction. No decoding of pixels, no inference, no
+network calls here. Every refusal is a *named* status (:class:`~orthonode.dicom.contexts.StoreStatus`)
+with an Error Comment, and one log line that names the problem but no patient identifier.
 """
 
 from __future__ import annotations
@@ -151,8 +151,8 @@ class StoreHandlers:
                 quarantine=False,
             )
         request = event.request
-        # The file goes to stable storage on a helper thread while this one parses it; its SHA-256 was
-        # usually worked out while the bytes arrived (orthonode.dicom.scp), else it is read here.
+        # The file's fsync starts on a helper thread while this one parses it; its SHA-256 was usually
+        # worked out while the bytes arrived (orthonode.dicom.transport), else it is read here.
         known = self.store.received_digests.take(received)
         synced = self.store.sync_async(received)
         try:
@@ -164,14 +164,15 @@ class StoreHandlers:
             sha256 = _known_sha256(known, size)
             if sha256 is None:
                 sha256, size = file_sha256(received)
+            rel_path = self.store.relative_path(
+                header.study_uid, header.series_uid, header.sop_instance_uid, sha256
+            )
         except BaseException:
             _wait_quietly(synced)  # before the file is quarantined or removed
             raise
-        synced.result()  # durable now (an fsync error is raised here: answered Out of Resources)
-        rel_path = self.store.relative_path(
-            header.study_uid, header.series_uid, header.sop_instance_uid, sha256
-        )
-        stored = self.store.commit(received, rel_path, sha256, size)
+        # renamed into place while that fsync runs, its directory fsynced beside it: durable on return
+        # (an fsync error is raised here: answered Out of Resources)
+        stored = self.store.commit(received, rel_path, sha256, size, synced)
         try:
             with transaction(self.sessions) as session:
                 recorded = studies.record_instance(

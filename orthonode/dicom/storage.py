@@ -9,8 +9,8 @@ Layout under the data directory::
 ``<hh>`` is a 2-hex-digit shard of the study UID's hash. A path component is only ever a UID that passed
 :func:`validate_uid` (PS3.5 §9.1: digits and dots, at most 64 characters, no leading zeros in a
 component), so a UID received from the network can never name a path outside the tree. A file is
-written, fsynced, renamed into place, and its directory fsynced before the index records it
-("acknowledge only what is durable").
+written, renamed into place, and it and its directory fsynced before the index records it
+("acknowledge only what is durable"; :meth:`InstanceStore.commit`).
 """
 
 from __future__ import annotations
@@ -244,19 +244,39 @@ class InstanceStore:
                     self._durable_dirs.clear()  # forgetting only costs an extra fsync later
                 self._durable_dirs.add(path)
 
-    def commit(self, src: Path, rel_path: str, sha256: str, size: int) -> StoredFile:
-        """Move the received file ``src`` (already hashed and synced) to ``rel_path`` atomically.
+    def commit(
+        self, src: Path, rel_path: str, sha256: str, size: int, synced: Future[None] | None = None
+    ) -> StoredFile:
+        """Move the received file ``src`` to ``rel_path`` and force its bytes and its new directory entry
+        to stable storage; only then may the index record it and the sender be answered Success.
 
-        If the destination exists, its content has the same SOP Instance UID and hash prefix; it is
-        kept and ``src`` is removed. After the rename the destination directory is fsynced; the
-        directories above it were made durable when they were created (:meth:`_make_durable_dir`).
+        The two fsyncs overlap: the file's runs on a helper thread (``synced``, when the caller started
+        it as soon as the bytes were in, e.g. while it parsed them; else it starts after the rename)
+        while the directory's runs here, so that a journalling filesystem (ext4, XFS) commits both in
+        one journal transaction instead of one after the other (on this project's VMs about 3 ms
+        instead of about 10 per instance). The directories above were made durable when they were
+        created (:meth:`_make_durable_dir`).
+
+        Until both fsyncs return nothing is indexed or acknowledged, so a crash in between leaves at
+        most an *unindexed* file at ``rel_path``, possibly short. A later copy of the same instance
+        (the sender resends what was not acknowledged) therefore trusts an existing destination only
+        if its bytes hash to ``sha256``: then it is kept, forced to disk again (cheap when it already
+        is) and ``src`` removed; otherwise it is that leftover, and it is replaced by ``src`` only
+        after ``src`` itself is on disk, so that a good file is never swapped for unsynced bytes.
         """
         dst = self.absolute(rel_path)
         try:
             self._make_durable_dir(dst.parent)
             if dst.exists():
-                src.unlink(missing_ok=True)
-                return StoredFile(rel_path, sha256, size, already_present=True)
+                if synced is not None:
+                    synced.result()
+                if file_sha256(dst)[0] == sha256:
+                    self._sync_entry(dst)
+                    src.unlink(missing_ok=True)
+                    return StoredFile(rel_path, sha256, size, already_present=True)
+                # a leftover of an interrupted store: replaced, by bytes already on disk
+                (synced or self.fsync.sync_async(src)).result()
+                synced = None
             try:
                 src.replace(dst)
             except OSError as exc:
@@ -267,10 +287,20 @@ class InstanceStore:
                 self.fsync.hash_and_sync(tmp)
                 tmp.replace(dst)
                 src.unlink(missing_ok=True)
-            fsync_dir(dst.parent)
+            self._sync_entry(dst, synced)
         except OSError as exc:
             raise StorageError(f"cannot store {rel_path}: {exc}") from exc
         return StoredFile(rel_path, sha256, size, already_present=False)
+
+    def _sync_entry(self, path: Path, synced: Future[None] | None = None) -> None:
+        """fsync ``path`` (on a helper thread, or the fsync already running as ``synced``) and its
+        directory (here) at the same time; both are waited for, and the first error is raised."""
+        if synced is None:
+            synced = self.fsync.sync_async(path)
+        try:
+            fsync_dir(path.parent)
+        finally:
+            synced.result()
 
     def write_result(self, job_id: int, sop_uid: str, kind: str, data: bytes) -> str:
         """Write one produced object (SR, SC) durably to ``results/<job>/<kind>-<SOP UID>.dcm``.

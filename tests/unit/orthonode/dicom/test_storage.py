@@ -261,6 +261,43 @@ def test_commit_existing_destination_is_already_present(store: InstanceStore) ->
     assert list(store.incoming.iterdir()) == []
 
 
+def test_commit_forces_the_file_and_its_directory_to_disk(
+    store: InstanceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before commit returns (and so before the index or the sender hears of it), the stored file and
+    the directory that names it have each been fsynced."""
+    data = os.urandom(4000)
+    src, digest, size = received(store, data)
+    rel = store.relative_path(STUDY, SERIES, SOP, digest)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(os.fstat(fd).st_ino)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store.commit(src, rel, digest, size)
+    dst = store.root / rel
+    assert dst.stat().st_ino in synced and dst.parent.stat().st_ino in synced
+
+
+def test_commit_replaces_a_short_leftover_of_an_interrupted_store(store: InstanceStore) -> None:
+    """A crash after the rename but before the fsyncs can leave a short, unindexed file at the final
+    path; the resent copy does not trust it but takes its place."""
+    data = b"DICM" + os.urandom(6000)
+    src, digest, size = received(store, data)
+    rel = store.relative_path(STUDY, SERIES, SOP, digest)
+    dst = store.root / rel
+    dst.parent.mkdir(parents=True)
+    dst.write_bytes(data[:1000])  # what a power cut mid-write-out leaves
+    stored = store.commit(src, rel, digest, size)
+    assert stored == StoredFile(rel, digest, size, already_present=False)
+    assert dst.read_bytes() == data
+    assert not src.exists()
+    assert [p.name for p in dst.parent.iterdir()] == [dst.name]
+
+
 def test_commit_refuses_escaping_rel_path(store: InstanceStore) -> None:
     src, digest, size = received(store, b"x")
     with pytest.raises(StorageError):
