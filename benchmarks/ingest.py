@@ -20,7 +20,9 @@ from run to run.
 Receivers:
 
 - ``orthonode``: ``orthonode serve`` as in production (default settings, SQLite index, local broker with
-  its embedded worker) on a fresh data directory;
+  its embedded worker) on a fresh data directory; timed once the embedded worker is ready (its start-up,
+  mostly importing torch, takes some 5 s of CPU after the node listens: the other receivers are timed
+  after theirs too);
 - ``storescp``: dcmtk ``storescp`` writing each instance to a file (no fsync);
 - ``storescp-fsync`` (not in the default set): ``storescp --exec-sync -xcr "sync FILE DIR"``, i.e. dcmtk
   with an fsync of each file and its directory before the response, paid with a fork/exec per instance
@@ -36,6 +38,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import shlex
 import shutil
@@ -68,6 +71,7 @@ XR_SIZE = (2500, 2000)
 MR_SERIES = 10
 CALLING_AET = "BENCHSCU"
 ALL_RECEIVERS = ("orthonode", "storescp", "storescp-fsync", "orthanc")
+WORKER_READY_S = 180.0  # the embedded worker's start-up, bounded
 MB = 1_000_000
 
 
@@ -222,6 +226,12 @@ class Receiver:
         node = NodeProcess(workdir, **defaults)
         node.start()
         assert node.proc is not None
+        deadline = time.monotonic() + WORKER_READY_S
+        while not re.search(r"celery@\S+ ready\.", node.log_text()):
+            if time.monotonic() > deadline or not node.running:
+                node.kill()
+                raise RuntimeError(f"orthonode: the embedded worker was not ready in {WORKER_READY_S:.0f} s")
+            time.sleep(0.1)
         self.port, self.aet, self.pid = node.port, node.ae_title, node.proc.pid
         db = node.data_dir / "index.sqlite3"
         studies = node.data_dir / "studies"
@@ -383,7 +393,8 @@ Notes:
   fork/exec of `sync` per instance). Orthanc 1.10 fsyncs each stored file (SyncStorageArea, default true)
   and keeps its SQLite index in WAL mode with synchronous=NORMAL (index commits not fsynced each time).
 - CPU: user + system seconds of the receiver's process tree during the send (orthonode: serve, its
-  embedded worker and the sweeper; idle ones cost nothing).
+  embedded worker and the sweeper; idle ones cost nothing). orthonode is sent to once its embedded
+  worker is ready (the worker's start-up, mostly importing torch, is not ingest).
 - Page cache on a VM: where the guest hands memory it frees back to the host (free page reporting, as
   on this Firecracker VM), writing into pages freed seconds before (the previous receiver's deleted
   files) is ~3x cheaper than writing into pages that must come from the host again (storescp's XR set:
