@@ -19,7 +19,9 @@
 #   IMG_SIZE=320 FT_RUN=lite0_in1k_ft_ce320 PACKAGE=0 experiments/knee_kl224/default_model.sh
 #   IMG_SIZE=224 SEED=1 FT_RUN=lite0_in1k_ft_ce224_s1 PACKAGE=0 experiments/knee_kl224/default_model.sh
 #     (another seed, the same carve: an ensemble member, see ensemble.py and soup.py)
-#   INIT=runs/<ssl run>/export FT_RUN=lite0_ssl_ft PACKAGE=0 experiments/knee_kl224/default_model.sh
+#   IMG_SIZE=224 INIT=runs/lite0_ssl/export224 FT_RUN=lite0_ssl_ft224 PACKAGE=0 experiments/knee_kl224/default_model.sh
+#     (the continued-SSL teacher: CONFIG=knee_kl224_lite0 experiments/knee_kl224/pretrain.sh lite0_ssl, then
+#      .venv/bin/ssl-train export runs/lite0_ssl --img-size 224 --out runs/lite0_ssl/export224)
 set -euo pipefail
 bin=${BIN:-.venv/bin}
 data=${DATA:-../shared/data/knee_kl224}
