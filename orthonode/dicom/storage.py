@@ -260,7 +260,8 @@ class InstanceStore:
         Until both fsyncs return nothing is indexed or acknowledged, so a crash in between leaves at
         most an *unindexed* file at ``rel_path``, possibly short. A later copy of the same instance
         (the sender resends what was not acknowledged) therefore trusts an existing destination only
-        if its bytes hash to ``sha256``: then it is kept, forced to disk again (cheap when it already
+        if it has the instance's size and its bytes hash to ``sha256`` (a short leftover is told by its
+        size alone, without reading it): then it is kept, forced to disk again (cheap when it already
         is) and ``src`` removed; otherwise it is that leftover, and it is replaced by ``src`` only
         after ``src`` itself is on disk, so that a good file is never swapped for unsynced bytes.
         """
@@ -270,7 +271,7 @@ class InstanceStore:
             if dst.exists():
                 if synced is not None:
                     synced.result()
-                if file_sha256(dst)[0] == sha256:
+                if dst.stat().st_size == size and file_sha256(dst)[0] == sha256:
                     self._sync_entry(dst)
                     src.unlink(missing_ok=True)
                     return StoredFile(rel_path, sha256, size, already_present=True)
